@@ -39,8 +39,7 @@ help: ## List the targets
 
 $(VENV)/.installed: requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "make: no Python >= 3.12 found (ansible-core 2.20+ needs it); set PYTHON=/path/to/python3.12" >&2; exit 1; }
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
@@ -61,7 +60,7 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff, shellcheck
 	ansible-lint --profile production
 	ruff check .
 	ruff format --check .
-	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; else echo "lint: shellcheck not installed, shell scripts not checked"; fi
+	shellcheck scripts/*.sh images/debian-systemd/*.sh .ci/run
 
 build: venv ## Build the collection tarball into build/
 	mkdir -p build
