@@ -41,6 +41,14 @@ ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 CONF
 
+# Units that ask for a user namespace (PrivateUsers=true) cannot start in these containers, which may not create
+# one; real hosts can. Only the packages the stack installs need it: redis-server's unit asks for it.
+mkdir -p /etc/systemd/system/redis-server.service.d
+cat > /etc/systemd/system/redis-server.service.d/pyweb-container.conf <<'CONF'
+[Service]
+PrivateUsers=false
+CONF
+
 # Each container gets its own machine-id at boot.
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id
@@ -49,3 +57,7 @@ rm -f /var/lib/dbus/machine-id
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
        /var/cache/apt/archives/partial/* /var/log/apt/* /tmp/* /var/tmp/*
 rm -f /var/log/dpkg.log /var/log/alternatives.log /var/log/bootstrap.log
+# ...and make the empty lists look old: Ansible's apt `cache_valid_time` judges freshness by the update stamp, else
+# by the lists directory's mtime, and would otherwise skip the update on a host built minutes ago.
+rm -f /var/lib/apt/periodic/update-success-stamp
+touch -d '2000-01-01 00:00:00 UTC' /var/lib/apt/lists
