@@ -21,8 +21,8 @@ SANITY_PYTHONS := $(CURDIR)/.cache/pythons
 SANITY_TARGET_PYTHONS := 3.9 3.10 3.11 3.13 3.14
 
 # Scenarios run on Debian 12; those whose behaviour differs between releases also run on Debian 13.
-MOLECULE_SCENARIOS ?= capabilities supervisor
-MOLECULE_SCENARIOS_TRIXIE ?= capabilities
+MOLECULE_SCENARIOS ?= capabilities supervisor celery nginx
+MOLECULE_SCENARIOS_TRIXIE ?= capabilities nginx
 TEST_DISTROS := bookworm $(if $(strip $(MOLECULE_SCENARIOS_TRIXIE)),trixie)
 
 export PATH := $(BIN):$(PATH)
@@ -104,10 +104,11 @@ check: lint units sanity ## The quick loop: lint, units, sanity
 
 test: lint changelog units sanity galaxy molecule ## Every gate CI runs
 
-demo: venv image ## Start a local test host and run the site playbook against it
+demo: venv image ## Start a local test host, deploy the example stack with site.yml, check each endpoint
 	@mkdir -p $(PYWEB_APT_CACHE)
 	PYWEB_TEST_DISTRO=bookworm molecule create -s demo
-	PYWEB_TEST_DISTRO=bookworm molecule converge -s demo
+	ansible-playbook site.yml --inventory examples/flask_spa/inventory/demo.yml
+	python scripts/demo-check.py pyweb-demo-bookworm
 
 demo-destroy: venv ## Remove the demo host
 	PYWEB_TEST_DISTRO=bookworm molecule destroy -s demo
