@@ -1,0 +1,154 @@
+"""Release-aware reload of one gunicorn master, installed by pyweb.stack.gunicorn (run as root).
+
+A plain HUP is not enough after a deploy: gunicorn resolved its working directory when it started. The config
+pyweb.stack.gunicorn writes sets chdir to <base>/current, which gunicorn re-resolves on HUP, so new workers fork
+in the new release and import its code. That only holds while the venv stays the same: the master's interpreter
+and installed packages come from the venv it was started from (recorded by the config's on_starting hook in the
+venv marker file). When <base>/current/.venv resolves elsewhere, the master is restarted instead.
+
+  gunicorn-reload --pidfile P --current DIR --venv-marker F [--force-restart] -- RESTART COMMAND...
+
+Waits until every worker of the (new) master has the release <current> resolves to as its working directory, and
+prints one JSON object: action (none | hup | restart), master pid, release, workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def read_pid(pidfile: str) -> int | None:
+    try:
+        with open(pidfile, encoding="ascii") as handle:
+            pid = int(handle.read().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and os.path.exists(f"/proc/{pid}") else None
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def cwd_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except PermissionError:
+        return cwd_as_owner(pid)
+    except OSError:
+        return None
+
+
+def cwd_as_owner(pid: int) -> str | None:
+    """Read /proc/<pid>/cwd as the process's own user: root without CAP_SYS_PTRACE (containers) may not."""
+    try:
+        info = os.stat(f"/proc/{pid}")
+    except OSError:
+        return None
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        os.close(reader)
+        try:
+            os.setgroups([])
+            os.setgid(info.st_gid)
+            os.setuid(info.st_uid)
+            os.write(writer, os.readlink(f"/proc/{pid}/cwd").encode())
+        except OSError:
+            pass
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        target = pipe.read().decode(errors="replace")
+    os.waitpid(child, 0)
+    return target or None
+
+
+def read_marker(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def wait_for_release(
+    pidfile: str, release: str, old_master: int | None, old_workers: set[int], deadline: float
+) -> dict:
+    """Until a master (a new one when old_master is given) has only new workers, all running in `release`."""
+    last: dict = {}
+    while time.monotonic() < deadline:
+        master = read_pid(pidfile)
+        if master and master != old_master:
+            workers = children(master)
+            cwds = {pid: cwd_of(pid) for pid in workers}
+            last = {"master": master, "workers": workers, "worker_cwds": sorted({c or "?" for c in cwds.values()})}
+            fresh = not old_workers.intersection(workers)
+            if workers and fresh and all(cwd == release for cwd in cwds.values()):
+                return dict(last, ok=True)
+        time.sleep(0.5)
+    return dict(last, ok=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--pidfile", required=True)
+    parser.add_argument("--current", required=True)
+    parser.add_argument("--venv-marker", required=True)
+    parser.add_argument("--timeout", type=float, default=90.0)
+    parser.add_argument("--force-restart", action="store_true")
+    parser.add_argument("restart", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    restart = args.restart[1:] if args.restart[:1] == ["--"] else args.restart
+
+    release = os.path.realpath(args.current)
+    wanted_venv = os.path.realpath(os.path.join(args.current, ".venv"))
+    master = read_pid(args.pidfile)
+    result: dict = {"release": release, "venv": wanted_venv, "action": "none", "old_master": master}
+    if master is None:
+        result["msg"] = "gunicorn is not running; its process manager starts it in the current release"
+        print(json.dumps(result))
+        return 0
+
+    running_venv = read_marker(args.venv_marker)
+    result["running_venv"] = running_venv
+    deadline = time.monotonic() + args.timeout
+    if args.force_restart or running_venv != wanted_venv:
+        result["action"] = "restart"
+        completed = subprocess.run(restart, capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            result["msg"] = f"{' '.join(restart)} failed ({completed.returncode}): {completed.stdout}{completed.stderr}"
+            print(json.dumps(result))
+            return 1
+        waited = wait_for_release(args.pidfile, release, master, set(), deadline)
+    else:
+        result["action"] = "hup"
+        old_workers = set(children(master))
+        os.kill(master, signal.SIGHUP)
+        waited = wait_for_release(args.pidfile, release, None, old_workers, deadline)
+    result.update(waited)
+    if not waited["ok"]:
+        result["msg"] = f"after {args.timeout:g}s the workers still do not all run in {release}"
+    print(json.dumps(result))
+    return 0 if waited["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
