@@ -122,10 +122,17 @@ def test_only_the_changed_program_restarted(host, record):
 
 def test_nothing_restarted_after_the_recorded_run(host, record):
     """The pids recorded at the end of side_effect are still the live ones (no late handler restarted anything)."""
-    recorded = pids_of(record["after_refusals"])
+    recorded = pids_of(record["final"])
     live_daemon = host.check_output("systemctl show --property MainPID --value supervisor")
     assert live_daemon == recorded.pop("supervisord")
     assert {name: str(program_pid(host, name)) for name in recorded} == recorded
+
+
+def test_a_program_supervisor_gave_up_on_is_started_by_the_next_converge(host, record):
+    """web went FATAL while its port was taken; an unchanged converge afterwards starts it again."""
+    assert " FATAL " in f" {record['fatal']} ", record["fatal"]
+    assert " RUNNING " in f" {record['recovered']} ", record["recovered"]
+    assert pids_of(record["final"])["web"] != pids_of(record["after"])["web"]
 
 
 def test_removed_program_is_gone(host, record):
