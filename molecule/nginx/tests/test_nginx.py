@@ -202,3 +202,13 @@ def test_rejected_configuration_never_went_live(host):
     host.check_output("nginx -t -q")
     status, _, _ = curl(host, f"https://{APP}/api/health")
     assert status == 200
+
+
+def test_reload_that_cannot_bind_fails_and_says_so(host):
+    """side_effect declared a site on a port another process held: the reload failed with nginx's own words."""
+    message = host.file("/root/nginx-unbindable.txt").content_string
+    assert "nginx kept its previous configuration" in message
+    assert "8444 failed (98: Address already in use)" in message
+    assert not host.file("/etc/nginx/sites-available/clash.conf").exists
+    status, _, _ = curl(host, f"https://{APP}/api/health")
+    assert status == 200
