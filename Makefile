@@ -60,7 +60,7 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff, shellcheck
 	ansible-lint --profile production
 	ruff check .
 	ruff format --check .
-	shellcheck scripts/*.sh images/debian-systemd/*.sh .ci/run
+	shellcheck scripts/*.sh images/debian-systemd/*.sh roles/*/files/*.sh .ci/run
 
 build: venv ## Build the collection tarball into build/
 	mkdir -p build

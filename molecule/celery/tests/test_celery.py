@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import re
 import socket
 
@@ -12,6 +13,8 @@ APP = "celeryapp"
 BASE = f"/srv/{APP}"
 WORKER = f"{APP}-worker"
 BEAT = f"{APP}-beat"
+# The scenario's second worker: same app code, base directory and user, gevent pool, own queue.
+GEVENT_WORKER = "celerygevent-worker"
 REDIS_PORT = 6379
 LOOPBACK = {"127.0.0.1", "[::1]"}
 
@@ -73,7 +76,7 @@ def test_redis_config_is_applied(host):
     assert redis_setting(host, "save") == ""
 
 
-@pytest.mark.parametrize("program", [WORKER, BEAT])
+@pytest.mark.parametrize("program", [WORKER, GEVENT_WORKER, BEAT])
 def test_program_runs_as_the_app_user(host, program):
     pid = program_pid(host, program)
     assert host.check_output(f"ps -o user= -p {pid}") == APP
@@ -96,8 +99,9 @@ def test_task_round_trips_through_redis(host):
     assert result.stdout.strip() == "5"
 
 
-def test_worker_stop_outlasts_the_task_time_limit(host):
-    program = program_config(host, WORKER)
+@pytest.mark.parametrize("worker", [WORKER, GEVENT_WORKER])
+def test_worker_stop_outlasts_the_task_time_limit(host, worker):
+    program = program_config(host, worker)
     time_limit = int(re.search(r"--time-limit (\d+)", program["command"]).group(1))
     assert int(program["stopwaitsecs"]) > time_limit
     assert program["stopsignal"] == "TERM"
@@ -108,6 +112,65 @@ def test_worker_stop_outlasts_the_task_time_limit(host):
     assert program["user"] == APP
     assert program["directory"] == f"{BASE}/current"
     assert program["command"].startswith(f"{BASE}/bin/app-env {BASE}/current/.venv/bin/celery ")
+
+
+@pytest.mark.parametrize(
+    ("worker", "pool", "concurrency", "queue"),
+    [(WORKER, "prefork", "2", "celery"), (GEVENT_WORKER, "gevent", "10", "gevent")],
+)
+def test_worker_runs_the_configured_pool(host, worker, pool, concurrency, queue):
+    command = program_config(host, worker)["command"]
+    assert f" --pool {pool} --concurrency {concurrency} " in command
+    assert f" --queues {queue}" in command
+    # Recycling pool processes is a prefork matter; the gevent pool has none.
+    assert ("--max-tasks-per-child" in command) == (pool == "prefork")
+    # The live worker reports the pool it really runs (gevent monkey-patched, green threads).
+    script = "import json\nfrom api.tasks import app\nprint(json.dumps(app.control.inspect(timeout=5).stats()))\n"
+    stats = host.run(f"{APP_PYTHON} <<'PY'\n{script}PY")
+    assert stats.rc == 0, stats.stderr
+    reply = json.loads(stats.stdout.strip().splitlines()[-1]) or {}
+    answers = [value for name, value in reply.items() if name.startswith(f"{worker}@")]
+    assert len(answers) == 1, f"{worker} did not answer inspect stats: {stats.stdout}"
+    worker_stats = answers[0]
+    assert worker_stats["pool"]["implementation"].endswith(f"{pool}:TaskPool")
+    assert worker_stats["pool"]["max-concurrency"] == int(concurrency)
+
+
+# side_effect.yml started an 8 s task on each worker, made a new release current and notified "pyweb app
+# released": the role's handler restarted the worker while the task ran. The task must still have finished in the
+# old worker (warm shutdown) with its result stored, and the new worker must run in the new release.
+def stored_result(host, task_id: str) -> dict:
+    """State, result and completion time (epoch seconds) of a task as the result backend (redis) holds them."""
+    script = (
+        "import datetime, json\nfrom celery.result import AsyncResult\nfrom api.tasks import app\n"
+        f"result = AsyncResult({task_id!r}, app=app)\n"
+        "done = result.date_done\n"
+        "if done is not None and done.tzinfo is None:\n"
+        "    done = done.replace(tzinfo=datetime.timezone.utc)\n"
+        'print(json.dumps({"state": result.state, "result": repr(result.result),'
+        ' "done": done.timestamp() if done else None}))\n'
+    )
+    stored = host.run(f"{APP_PYTHON} <<'PY'\n{script}PY")
+    assert stored.rc == 0, stored.stderr
+    return json.loads(stored.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("worker", [GEVENT_WORKER, WORKER])
+def test_deploy_restart_lets_the_running_task_finish(host, worker):
+    record_file = host.file(f"/var/tmp/pyweb-celery-deploy-{worker}.json")
+    assert record_file.exists, "side_effect.yml did not run (molecule test runs it before verify)"
+    record = json.loads(record_file.content_string)
+    assert record["state"] == "STARTED", "the task was not running when the release was announced"
+
+    pid = program_pid(host, worker)
+    assert pid != record["pid_before"], "the release handler did not restart the worker"
+    stored = stored_result(host, record["id"])
+    assert (stored["state"], stored["result"]) == ("SUCCESS", "8"), stored
+    # It finished after the deploy began and before the handler's restart returned: the restart waited for it.
+    assert record["deploy_started"] < stored["done"] < record["handlers_done"], (record, stored)
+    # Read as the app user: root in a container lacks CAP_SYS_PTRACE for another user's /proc/<pid>/cwd.
+    cwd = host.check_output(f"runuser -u {APP} -- readlink /proc/{pid}/cwd")
+    assert cwd == f"{BASE}/releases/{record['release']}"
 
 
 # The slow task sleeps 5 s; it must be running when the restart starts, and its result must arrive although the

@@ -5,8 +5,10 @@ Subcommands (each prints one JSON object; exit status 0 on success, 1 when the c
   swap     point <base>/current at a release atomically (new symlink, then rename over current)
   fail     mark a release failed, with the reason, so it never becomes current and is pruned first
   rolled-back  mark the release a rollback left, so the next rollback goes further back and prune takes it early
-  prune    keep the newest good releases, remove failed and incomplete ones and venvs nothing links to
-  probe    GET a path through a live unix socket, expecting 200 (and JSON)
+  prune    keep current, the rollback target and the newest good releases up to --keep; remove failed and
+           rolled-back releases, incomplete ones older than --incomplete-grace seconds (a release still being
+           built is young and stays), and venvs no kept release links to (again only past the grace period)
+  probe    GET a path through a live unix socket, expecting 200 (and JSON), within --timeout seconds overall
   canary   start a one-off server from a release on a temporary unix socket, probe it, stop it
 
 A release is good once <release>/.pyweb-release.json exists (written after its canary passed) and it has no
@@ -33,6 +35,7 @@ META_FILE = ".pyweb-release.json"
 FAILED_FILE = ".failed"
 ROLLED_BACK_FILE = ".rolled-back"
 BODY_LIMIT = 2000
+INCOMPLETE_GRACE = 3600.0  # seconds an incomplete release (or an unlinked venv) may be still being built
 
 
 def emit(result: dict, ok: bool = True) -> int:
@@ -115,12 +118,18 @@ def cmd_swap(args: argparse.Namespace) -> int:
     if not args.allow_unchecked and release_status(target) not in ("good", "rolled_back"):
         return emit(dict(result, changed=False, msg=f"release {args.to} is {release_status(target)}, not good"), False)
     if result["changed"] and not args.dry_run:
-        (target / ROLLED_BACK_FILE).unlink(missing_ok=True)  # current again: no longer rolled back
         temporary = base / f".current.{os.getpid()}"
-        if temporary.is_symlink():
-            temporary.unlink()
-        os.symlink(str(target), str(temporary))
-        os.replace(str(temporary), str(base / "current"))  # rename(2): current is never missing
+        try:
+            if temporary.is_symlink():
+                temporary.unlink()
+            os.symlink(str(target), str(temporary))  # absolute: main() made base absolute, so it never dangles
+            os.replace(str(temporary), str(base / "current"))  # rename(2): current is never missing
+        except OSError as exc:
+            if temporary.is_symlink():
+                temporary.unlink()
+            return emit(dict(result, changed=False, msg=f"cannot point {base}/current at {args.to}: {exc}"), False)
+        # Only now that current points at it is it no longer rolled back: a swap that failed keeps the marker.
+        (target / ROLLED_BACK_FILE).unlink(missing_ok=True)
     return emit(result)
 
 
@@ -143,13 +152,45 @@ def cmd_rolled_back(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- prune
 
 
-def releases_to_remove(all_releases: list[dict], current: str | None, keep: int) -> list[str]:
-    """Failed, incomplete and rolled-back releases first, then good ones beyond the newest `keep` (current counts)."""
-    remove = [r["name"] for r in all_releases if r["status"] != "good" and r["name"] != current]
-    good = [r["name"] for r in all_releases if r["status"] == "good" and r["name"] != current]
-    spare = max(keep - (1 if current else 0), 1)  # the previous good release always survives, for rollback
-    remove.extend(good[:-spare] if len(good) > spare else [])
+def releases_to_remove(
+    all_releases: list[dict], current: str | None, keep: int, young_incomplete: frozenset[str] = frozenset()
+) -> list[str]:
+    """Failed, rolled-back and old incomplete releases first, then good ones beyond `keep`, oldest first.
+
+    Never current, nor the rollback target (previous_good: the newest good release older than current, or the
+    newest good one without current), nor an incomplete release in `young_incomplete` (still being built). Of the
+    good releases, `keep` survive: current (when good) and the rollback target count first, then the newest others
+    (which may be newer than current after a manual swap or a rollback).
+    """
+    protected = {name for name in (current, previous_good(all_releases, current)) if name}
+    remove = [
+        r["name"]
+        for r in all_releases
+        if r["status"] != "good" and r["name"] not in protected and r["name"] not in young_incomplete
+    ]
+    good = [r["name"] for r in all_releases if r["status"] == "good"]
+    kept = [name for name in good if name in protected]
+    for name in reversed(good):  # newest first
+        if len(kept) >= keep:
+            break
+        if name not in kept:
+            kept.append(name)
+    remove.extend(name for name in good if name not in kept)
     return remove
+
+
+def age(path: Path, now: float) -> float:
+    """Seconds since path or one of its direct entries last changed (a build in progress keeps touching them)."""
+    try:
+        newest = path.lstat().st_mtime
+        for entry in path.iterdir():
+            try:
+                newest = max(newest, entry.lstat().st_mtime)
+            except OSError:
+                continue
+    except OSError:
+        return 0.0  # vanished or unreadable: treat as young, never remove on a guess
+    return now - newest
 
 
 def linked_venvs(base: Path, names: list[str]) -> set[str]:
@@ -163,21 +204,42 @@ def linked_venvs(base: Path, names: list[str]) -> set[str]:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     base = Path(args.base)
+    if args.keep < 0 or args.incomplete_grace < 0:
+        return emit({"changed": False, "msg": "--keep and --incomplete-grace must not be negative"}, False)
+    now = time.time()
     all_releases = releases(base)
     current = current_release(base)
-    remove = releases_to_remove(all_releases, current, args.keep)
+    young = frozenset(
+        r["name"]
+        for r in all_releases
+        if r["status"] == "incomplete" and age(base / "releases" / r["name"], now) < args.incomplete_grace
+    )
+    remove = releases_to_remove(all_releases, current, args.keep, young)
     survivors = [r["name"] for r in all_releases if r["name"] not in remove]
     in_use = linked_venvs(base, survivors)
     venv_dir = base / "venvs"
     stale_venvs = []
+    kept_venvs = []
     if venv_dir.is_dir():
-        stale_venvs = sorted(p.name for p in venv_dir.iterdir() if os.path.realpath(p) not in in_use)
+        for path in sorted(venv_dir.iterdir()):
+            if os.path.realpath(path) in in_use:
+                continue
+            # A venv nothing links to yet may belong to a release being built: only an old one is stale.
+            (stale_venvs if age(path, now) >= args.incomplete_grace else kept_venvs).append(path.name)
     if not args.dry_run:
         for name in remove:
             shutil.rmtree(base / "releases" / name)
         for name in stale_venvs:
             shutil.rmtree(venv_dir / name)
-    return emit({"changed": bool(remove or stale_venvs), "removed": remove, "removed_venvs": stale_venvs})
+    return emit(
+        {
+            "changed": bool(remove or stale_venvs),
+            "removed": remove,
+            "removed_venvs": stale_venvs,
+            "kept_incomplete": sorted(young - set(remove)),
+            "kept_young_venvs": kept_venvs,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------- probes
@@ -200,7 +262,10 @@ def get_once(socket_path: str, path: str, timeout: float) -> tuple[int, str]:
     try:
         connection.request("GET", path, headers={"Host": "localhost", "User-Agent": "pyweb-app-release"})
         response = connection.getresponse()
-        return response.status, response.read(BODY_LIMIT * 4).decode("utf-8", errors="replace")
+        data = response.read(BODY_LIMIT * 4)
+        if response.length and len(data) < BODY_LIMIT * 4:  # closed before the Content-Length it announced
+            raise http.client.IncompleteRead(data, response.length)
+        return response.status, data.decode("utf-8", errors="replace")
     finally:
         connection.close()
 
@@ -218,21 +283,33 @@ def judge(status: int, body: str, expect_json: bool) -> str | None:
 
 
 def probe(socket_path: str, path: str, timeout: float, expect_json: bool, alive=lambda: None) -> dict:
-    """Retry connection errors until the deadline; the first HTTP answer decides."""
+    """Retry connection errors until the deadline; the first HTTP answer decides.
+
+    Every attempt (connect, send, read) gets only the time left before the overall deadline, so the probe never
+    runs past `timeout`. A reply that is not valid HTTP is a failure, reported like any other.
+    """
     deadline = time.monotonic() + timeout
     last_error = "no answer"
-    while time.monotonic() < deadline:
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
         died = alive()
         if died:
             return {"ok": False, "error": died}
         try:
-            status, body = get_once(socket_path, path, min(10.0, timeout))
+            status, body = get_once(socket_path, path, remaining)
+        except http.client.HTTPException as exc:
+            if not isinstance(exc, OSError):  # RemoteDisconnected is both: a server closing early is retried
+                detail = repr(exc)[:200]
+                return {"ok": False, "error": f"malformed HTTP reply from {socket_path}: {detail}"}
+            last_error = f"{socket_path}: {exc}"
         except OSError as exc:
             last_error = f"{socket_path}: {exc.strerror or exc}"
-            time.sleep(0.5)
-            continue
-        reason = judge(status, body, expect_json)
-        return {"ok": reason is None, "status": status, "body": body[:BODY_LIMIT], "error": reason}
+        else:
+            reason = judge(status, body, expect_json)
+            return {"ok": reason is None, "status": status, "body": body[:BODY_LIMIT], "error": reason}
+        time.sleep(max(0.0, min(0.5, deadline - time.monotonic())))
     return {"ok": False, "error": f"no answer within {timeout:g}s ({last_error})"}
 
 
@@ -324,6 +401,12 @@ def parser() -> argparse.ArgumentParser:
     prune.add_argument("--base", required=True)
     prune.add_argument("--keep", type=int, required=True)
     prune.add_argument("--dry-run", action="store_true")
+    prune.add_argument(
+        "--incomplete-grace",
+        type=float,
+        default=INCOMPLETE_GRACE,
+        help="keep incomplete releases and unlinked venvs changed less than this many seconds ago (being built)",
+    )
     prune.set_defaults(func=cmd_prune)
 
     for name, func in (("probe", cmd_probe), ("canary", cmd_canary)):
@@ -344,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[0] == "--":
         args.command = args.command[1:]
+    if getattr(args, "base", None):
+        # Absolute once, here: the links swap writes must not depend on the caller's working directory.
+        args.base = os.path.abspath(args.base)
     return args.func(args)
 
 

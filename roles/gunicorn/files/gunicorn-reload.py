@@ -9,7 +9,9 @@ venv marker file). When <base>/current/.venv resolves elsewhere, the master is r
   gunicorn-reload --pidfile P --current DIR --venv-marker F [--force-restart] -- RESTART COMMAND...
 
 Waits until every worker of the (new) master has the release <current> resolves to as its working directory, and
-prints one JSON object: action (none | hup | restart), master pid, release, workers.
+prints one JSON object: action (none | hup | restart), master pid, release, workers. The whole run, the restart
+command included, is bounded by --timeout. A pidfile whose process is not a gunicorn (a stale file whose pid
+was reused) counts as "not running": no signal ever goes to a process that is not gunicorn.
 """
 
 from __future__ import annotations
@@ -24,12 +26,26 @@ import time
 
 
 def read_pid(pidfile: str) -> int | None:
+    """The live gunicorn master the pidfile names, or None."""
     try:
         with open(pidfile, encoding="ascii") as handle:
             pid = int(handle.read().strip() or "0")
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and os.path.exists(f"/proc/{pid}") else None
+    return pid if pid > 0 and is_gunicorn(pid) else None
+
+
+def is_gunicorn(pid: int) -> bool:
+    """True for a running gunicorn process: its command line (or setproctitle's title) names gunicorn.
+
+    A pidfile outlives a master that was killed hard, and its pid may since belong to anything else; a zombie
+    has an empty command line.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"gunicorn" in handle.read()
+    except OSError:
+        return False
 
 
 def children(pid: int) -> list[int]:
@@ -107,6 +123,24 @@ def wait_for_release(
     return dict(last, ok=False)
 
 
+def run_restart(restart: list[str], deadline: float) -> str | None:
+    """Run the restart command within the time left; None when it succeeded, else why not."""
+    if not restart:
+        return "the venv changed (or a restart was forced) but no restart command was given after --"
+    command = " ".join(restart)
+    try:
+        completed = subprocess.run(
+            restart, capture_output=True, text=True, check=False, timeout=max(deadline - time.monotonic(), 0.1)
+        )
+    except subprocess.TimeoutExpired:
+        return f"{command} did not finish within the timeout"
+    except OSError as exc:
+        return f"cannot run {command}: {exc.strerror or exc}"
+    if completed.returncode != 0:
+        return f"{command} failed ({completed.returncode}): {completed.stdout}{completed.stderr}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--pidfile", required=True)
@@ -132,16 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.timeout
     if args.force_restart or running_venv != wanted_venv:
         result["action"] = "restart"
-        completed = subprocess.run(restart, capture_output=True, text=True, check=False)
-        if completed.returncode != 0:
-            result["msg"] = f"{' '.join(restart)} failed ({completed.returncode}): {completed.stdout}{completed.stderr}"
+        failure = run_restart(restart, deadline)
+        if failure:
+            result["msg"] = failure
             print(json.dumps(result))
             return 1
         waited = wait_for_release(args.pidfile, release, master, set(), deadline)
     else:
         result["action"] = "hup"
         old_workers = set(children(master))
-        os.kill(master, signal.SIGHUP)
+        try:
+            os.kill(master, signal.SIGHUP)
+        except ProcessLookupError:
+            result["msg"] = f"gunicorn master {master} exited before it could be sent HUP"
+            print(json.dumps(result))
+            return 1
         waited = wait_for_release(args.pidfile, release, None, old_workers, deadline)
     result.update(waited)
     if not waited["ok"]:

@@ -6,11 +6,19 @@ The script is not a package and has no shebang, so it is loaded from its path. E
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import json
 import os
+import shutil
+import socket
+import socketserver
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -68,6 +76,17 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
 
 def names(base: Path) -> list[str]:
     return sorted(p.name for p in (base / "releases").iterdir())
+
+
+HOUR = 3600
+
+
+def age_path(path: Path, seconds: float) -> Path:
+    """Make path and its direct entries look last changed `seconds` ago (a build abandoned that long ago)."""
+    then = time.time() - seconds
+    for entry in [path, *path.iterdir()]:
+        os.utime(str(entry), (then, then), follow_symlinks=False)
+    return path
 
 
 @pytest.fixture
@@ -323,6 +342,38 @@ def test_swap_dry_run_reports_but_does_not_touch(base: Path, capsys: pytest.Capt
     assert (path / app_release.ROLLED_BACK_FILE).exists()
 
 
+def test_swap_that_cannot_rename_keeps_rolled_back_marker(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_release(base, R1, "good")
+    path = make_release(base, R2, "rolled_back")
+    (base / "current").mkdir()  # a directory where the link belongs: rename(2) of a link over it fails
+    (base / "current" / "keep").write_text("", encoding="utf-8")
+
+    code, result = run(capsys, "swap", "--base", str(base), "--to", R2)
+
+    assert code == 1
+    assert result["changed"] is False
+    assert "cannot point" in result["msg"]
+    assert (path / app_release.ROLLED_BACK_FILE).exists(), "the marker goes only once current really moved"
+    assert app_release.release_status(path) == "rolled_back"
+    assert [p.name for p in base.iterdir() if p.name.startswith(".current.")] == []
+
+
+def test_swap_with_relative_base_in_process(
+    base: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_release(base, R1, "good")
+    make_release(base, R2, "good")
+    point_current(base, R1)
+    monkeypatch.chdir(base.parent)
+
+    code, _output = run(capsys, "swap", "--base", base.name, "--to", R2)
+
+    assert code == 0
+    assert os.path.isabs(current_target(base))
+    assert (base / "current" / "app.py").is_file()
+    assert app_release.current_release(base) == R2
+
+
 # ---------------------------------------------------------------------------------------------- fail / rolled-back
 
 
@@ -387,7 +438,13 @@ def test_prune_keeps_newest_good_counting_current(base: Path, capsys: pytest.Cap
     code, result = run(capsys, "prune", "--base", str(base), "--keep", "3")
 
     assert code == 0
-    assert result == {"changed": True, "removed": [R1, R2], "removed_venvs": []}
+    assert result == {
+        "changed": True,
+        "removed": [R1, R2],
+        "removed_venvs": [],
+        "kept_incomplete": [],
+        "kept_young_venvs": [],
+    }
     assert names(base) == [R3, R4, R5]
 
 
@@ -395,7 +452,7 @@ def test_prune_removes_failed_incomplete_and_rolled_back_first(base: Path, capsy
     make_release(base, R1, "good")
     make_release(base, R2, "failed")
     make_release(base, R3, "rolled_back")
-    make_release(base, R4, "incomplete")
+    age_path(make_release(base, R4, "incomplete"), HOUR + 60)
     make_release(base, R5, "good")
     point_current(base, R5)
 
@@ -449,7 +506,13 @@ def test_prune_nothing_to_do_is_unchanged(base: Path, capsys: pytest.CaptureFixt
     code, result = run(capsys, "prune", "--base", str(base), "--keep", "5")
 
     assert code == 0
-    assert result == {"changed": False, "removed": [], "removed_venvs": []}
+    assert result == {
+        "changed": False,
+        "removed": [],
+        "removed_venvs": [],
+        "kept_incomplete": [],
+        "kept_young_venvs": [],
+    }
     assert names(base) == [R1, R2]
 
 
@@ -459,11 +522,18 @@ def test_prune_dry_run_removes_nothing(base: Path, capsys: pytest.CaptureFixture
     make_release(base, R3, "good")
     point_current(base, R3)
     (base / "venvs" / "orphan").mkdir(parents=True)
+    age_path(base / "venvs" / "orphan", HOUR + 60)
 
     code, result = run(capsys, "prune", "--base", str(base), "--keep", "2", "--dry-run")
 
     assert code == 0
-    assert result == {"changed": True, "removed": [R1], "removed_venvs": ["orphan"]}
+    assert result == {
+        "changed": True,
+        "removed": [R1],
+        "removed_venvs": ["orphan"],
+        "kept_incomplete": [],
+        "kept_young_venvs": [],
+    }
     assert names(base) == [R1, R2, R3]
     assert (base / "venvs" / "orphan").is_dir()
 
@@ -472,6 +542,7 @@ def test_prune_removes_venvs_only_linked_by_removed_releases(base: Path, capsys:
     venvs = base / "venvs"
     for venv in ("shared", "old-only", "orphan", "current-only"):
         (venvs / venv / "bin").mkdir(parents=True)
+        age_path(venvs / venv, HOUR + 60)
     links = {R1: "old-only", R2: "shared", R3: "shared", R4: "current-only"}
     for name, venv in links.items():
         path = make_release(base, name, "failed" if name == R1 else "good")
@@ -487,15 +558,137 @@ def test_prune_removes_venvs_only_linked_by_removed_releases(base: Path, capsys:
     assert (base / "releases" / R4 / ".venv" / "bin").is_dir()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known issue: good releases newer than current are kept while the rollback target (older) is pruned",
-)
 def test_prune_keeps_rollback_target_when_current_is_not_newest(base: Path) -> None:
     all_releases = [{"name": name, "status": "good"} for name in (R1, R2, R3, R4)]
     target = app_release.previous_good(all_releases, R2)
     assert target == R1
     assert target not in app_release.releases_to_remove(all_releases, R2, 2)
+
+
+def test_prune_after_manual_swap_back_keeps_current_and_rollback_target(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in (R1, R2, R3, R4, R5):
+        make_release(base, name, "good")
+    point_current(base, R2)  # an operator swapped back by hand: R3..R5 are newer but good
+
+    code, result = run(capsys, "prune", "--base", str(base), "--keep", "3")
+
+    assert code == 0
+    # current (R2) and its rollback target (R1) count towards keep, then the newest other good release.
+    assert result["removed"] == [R3, R4]
+    assert names(base) == [R1, R2, R5]
+    # and what survives still rolls back: state offers R1 as the previous good release
+    _exit_code, state = run(capsys, "state", "--base", str(base))
+    assert state["previous_good"] == R1
+    assert (base / "releases" / state["previous_good"]).is_dir()
+
+
+@pytest.mark.parametrize("keep", [0, 1, 2])
+def test_prune_small_keep_never_takes_current_or_rollback_target(
+    base: Path, capsys: pytest.CaptureFixture[str], keep: int
+) -> None:
+    for name in (R1, R2, R3, R4):
+        make_release(base, name, "good")
+    point_current(base, R3)
+
+    _exit_code, result = run(capsys, "prune", "--base", str(base), "--keep", str(keep))
+
+    assert R3 in names(base)
+    assert R2 in names(base)
+    assert set(result["removed"]) == {R1, R4}
+
+
+def test_prune_rolled_back_current_neighbour_is_not_the_rollback_target(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # After a rollback from R3 to R2, R3 is rolled back; the next rollback would go to R1, which must survive.
+    make_release(base, R1, "good")
+    make_release(base, R2, "good")
+    make_release(base, R3, "rolled_back")
+    point_current(base, R2)
+
+    _exit_code, result = run(capsys, "prune", "--base", str(base), "--keep", "1")
+
+    assert result["removed"] == [R3]
+    assert names(base) == [R1, R2]
+
+
+def test_prune_keeps_incomplete_release_still_being_built(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_release(base, R1, "good")
+    make_release(base, R2, "good")
+    point_current(base, R2)
+    make_release(base, R3, "incomplete")  # just created: a deploy is building it right now
+
+    code, result = run(capsys, "prune", "--base", str(base), "--keep", "2")
+
+    assert code == 0
+    assert result["removed"] == []
+    assert result["kept_incomplete"] == [R3]
+    assert names(base) == [R1, R2, R3]
+
+
+def test_prune_removes_incomplete_release_past_the_grace_period(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_release(base, R1, "good")
+    point_current(base, R1)
+    age_path(make_release(base, R2, "incomplete"), 120)
+    make_release(base, R3, "incomplete")
+
+    _exit_code, result = run(capsys, "prune", "--base", str(base), "--keep", "2", "--incomplete-grace", "60")
+
+    assert result["removed"] == [R2]
+    assert result["kept_incomplete"] == [R3]
+    assert names(base) == [R1, R3]
+
+
+def test_prune_incomplete_release_with_a_fresh_entry_is_young(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_release(base, R1, "good")
+    point_current(base, R1)
+    path = age_path(make_release(base, R2, "incomplete"), HOUR + 60)
+    (path / "requirements.txt").write_text("flask\n", encoding="utf-8")  # the build just wrote this
+
+    _exit_code, result = run(capsys, "prune", "--base", str(base), "--keep", "2")
+
+    assert result["removed"] == []
+    assert names(base) == [R1, R2]
+
+
+def test_prune_keeps_young_unlinked_venv(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_release(base, R1, "good")
+    point_current(base, R1)
+    (base / "venvs" / "building").mkdir(parents=True)  # a deploy's venv, not linked into its release yet
+
+    _exit_code, result = run(capsys, "prune", "--base", str(base), "--keep", "2")
+
+    assert result["removed_venvs"] == []
+    assert result["kept_young_venvs"] == ["building"]
+    assert (base / "venvs" / "building").is_dir()
+
+
+def test_prune_grace_zero_removes_every_incomplete_release(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_release(base, R1, "good")
+    point_current(base, R1)
+    make_release(base, R2, "incomplete")
+
+    _exit_code, result = run(capsys, "prune", "--base", str(base), "--keep", "2", "--incomplete-grace", "0")
+
+    assert result["removed"] == [R2]
+    assert names(base) == [R1]
+
+
+@pytest.mark.parametrize("option", [("--keep", "-1"), ("--incomplete-grace", "-5")])
+def test_prune_rejects_negative_numbers(
+    base: Path, capsys: pytest.CaptureFixture[str], option: tuple[str, str]
+) -> None:
+    make_release(base, R1, "failed")
+    argv = {"--keep": "2", "--incomplete-grace": "3600"}
+    argv[option[0]] = option[1]
+
+    code, result = run(capsys, "prune", "--base", str(base), *(part for pair in argv.items() for part in pair))
+
+    assert code == 1
+    assert result["changed"] is False
+    assert names(base) == [R1]
 
 
 # ---------------------------------------------------------------------------------------------- probe judging
@@ -513,6 +706,121 @@ def test_prune_keeps_rollback_target_when_current_is_not_newest(base: Path) -> N
 )
 def test_judge(status: int, body: str, expect_json: bool, expected: str | None) -> None:
     assert app_release.judge(status, body, expect_json) == expected
+
+
+@pytest.fixture
+def socket_path() -> Iterator[str]:
+    """A unix socket path short enough for AF_UNIX (pytest's tmp_path can exceed its 107 bytes)."""
+    directory = tempfile.mkdtemp(prefix="ar-", dir="/tmp")
+    yield os.path.join(directory, "s.sock")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class RawReplyServer:
+    """Accepts on a unix socket (from `delay` seconds on), reads the request, answers `reply` bytes raw.
+
+    With reply None it never answers and holds the connection until stopped: a hung app.
+    """
+
+    def __init__(self, path: str, reply: bytes | None, delay: float = 0.0) -> None:
+        self.path = path
+        self.reply = reply
+        self.delay = delay
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+
+    def serve(self) -> None:
+        if self.stopped.wait(self.delay):
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(self.path)
+            listener.listen(8)
+            listener.settimeout(0.1)
+            held = []
+            while not self.stopped.is_set():
+                try:
+                    connection, _address = listener.accept()
+                except socket.timeout:
+                    continue
+                connection.recv(65536)
+                if self.reply is None:
+                    held.append(connection)
+                    continue
+                connection.sendall(self.reply)
+                connection.close()
+            for connection in held:
+                connection.close()
+
+    def __enter__(self) -> RawReplyServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+
+
+class JSONHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"ok": True, "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:  # unix peers have no address to log
+        pass
+
+
+def test_probe_healthy_json_over_unix_socket(socket_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    server = socketserver.UnixStreamServer(socket_path, JSONHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        code, result = run(capsys, "probe", "--socket", socket_path, "--path", "/health", "--expect-json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0
+    assert result["ok"] is True
+    assert result["status"] == 200
+    assert json.loads(result["body"]) == {"ok": True, "path": "/health"}
+    assert result["error"] is None
+    assert result["socket"] == socket_path
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(b"garbage\r\n\r\n", id="bad-status-line"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", id="header-line-too-long"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", id="body-cut-short"),
+    ],
+)
+def test_probe_malformed_reply_is_a_clean_failure(
+    socket_path: str, capsys: pytest.CaptureFixture[str], reply: bytes
+) -> None:
+    with RawReplyServer(socket_path, reply):
+        time.sleep(0.2)
+        code, result = run(capsys, "probe", "--socket", socket_path, "--timeout", "5")
+    assert code == 1
+    assert result["ok"] is False
+    assert "malformed HTTP reply" in result["error"]
+    assert result["socket"] == socket_path
+
+
+def test_probe_never_runs_past_its_deadline(socket_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Nothing listens for 2 s, then a server accepts and never answers: the attempt that connects late may only
+    # use the time left of the 3 s overall, not a fresh 3 s (or 10 s) of its own.
+    with RawReplyServer(socket_path, None, delay=2.0):
+        started = time.monotonic()
+        code, result = run(capsys, "probe", "--socket", socket_path, "--timeout", "3")
+        elapsed = time.monotonic() - started
+    assert code == 1
+    assert result["ok"] is False
+    assert result["error"].startswith("no answer within 3s")
+    assert elapsed < 4.2, f"the probe ran {elapsed:.1f}s past a 3s deadline"
 
 
 def test_canary_without_command_fails(capsys: pytest.CaptureFixture[str]) -> None:
@@ -561,7 +869,6 @@ def test_cli_failure_exits_one(base: Path) -> None:
     assert not (base / "current").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="known issue: with a relative --base, swap writes a relative link that dangles")
 def test_cli_swap_with_relative_base(tmp_path: Path) -> None:
     base = tmp_path / "app"
     make_release(base, R1, "good")

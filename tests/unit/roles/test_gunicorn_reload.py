@@ -1,0 +1,576 @@
+"""Unit tests for roles/gunicorn/files/gunicorn-reload.py, the release-aware reload of a gunicorn master.
+
+The tool is run as a real command against real processes: a small stand-in gunicorn master (a Python script whose
+command line names gunicorn, like the real one) that writes its pidfile and venv marker, forks workers in the
+directory <base>/current resolves to, re-resolves it and replaces its workers on HUP, and exits with its workers
+on TERM, logging every signal it gets. A stand-in "supervisorctl restart" stops the master and starts a new one.
+Nothing of the tool is mocked: it reads /proc, sends signals and runs the restart command for real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[3] / "roles" / "gunicorn" / "files" / "gunicorn-reload.py"
+
+# The stand-in master. Usage: gunicorn_standin.py master PIDFILE CURRENT MARKER LOG WORKERS [ignore-hup]
+#                             gunicorn_standin.py restart PIDFILE CURRENT MARKER LOG WORKERS [ignore-hup]
+# `restart` plays the process manager: TERM the master named in the pidfile, wait until it is gone, start a new
+# master in its own session and wait until it has written its pidfile.
+STANDIN = r"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+mode, pidfile, current, marker, log, count = sys.argv[1:7]
+ignore_hup = "ignore-hup" in sys.argv[7:]
+
+
+def record(line):
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"{os.getpid()} {line}\n")
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return bool(handle.read())
+    except OSError:
+        return False
+
+
+def read_pid():
+    try:
+        with open(pidfile, encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def spawn():
+    pids = []
+    for _index in range(int(count)):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            while True:
+                signal.pause()
+        pids.append(pid)
+    return pids
+
+
+def master():
+    pending = []
+    signal.signal(signal.SIGHUP, lambda *_args: pending.append("HUP"))
+    signal.signal(signal.SIGTERM, lambda *_args: pending.append("TERM"))
+    os.chdir(current)
+    with open(marker, "w", encoding="utf-8") as handle:
+        handle.write(os.path.realpath(os.path.join(current, ".venv")) + "\n")
+    workers = spawn()
+    with open(pidfile + ".tmp", "w", encoding="ascii") as handle:
+        handle.write(f"{os.getpid()}\n")
+    os.replace(pidfile + ".tmp", pidfile)
+    record("started")
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        while pending:
+            sig = pending.pop(0)
+            record(sig)
+            if sig == "TERM":
+                for pid in workers:
+                    os.kill(pid, signal.SIGTERM)
+                for pid in workers:
+                    os.waitpid(pid, 0)
+                if read_pid() == os.getpid():
+                    os.unlink(pidfile)
+                sys.exit(0)
+            if not ignore_hup:
+                os.chdir(current)  # like gunicorn's chdir setting, re-resolved on HUP
+                old, workers = workers, spawn()
+                for pid in old:
+                    os.kill(pid, signal.SIGTERM)
+        time.sleep(0.05)
+
+
+def restart():
+    old = read_pid()
+    if old and alive(old):
+        os.kill(old, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while alive(old) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    subprocess.Popen(
+        [sys.executable, __file__, "master", *sys.argv[2:]],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid = read_pid()
+        if pid and pid != old and alive(pid):
+            return 0
+        time.sleep(0.05)
+    return 1
+
+
+sys.exit(master() if mode == "master" else restart())
+"""
+
+
+@dataclass
+class Site:
+    """<base>/releases/{r1,r2}, <base>/venvs/{v1,v2}, <base>/current, and the stand-in's files."""
+
+    base: Path
+    run: Path
+    standin: Path
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run / "gunicorn.pid"
+
+    @property
+    def marker(self) -> Path:
+        return self.run / "gunicorn.venv"
+
+    @property
+    def log(self) -> Path:
+        return self.run / "signals.log"
+
+    @property
+    def current(self) -> Path:
+        return self.base / "current"
+
+    def release(self, name: str) -> Path:
+        return self.base / "releases" / name
+
+    def point_current(self, release: str) -> None:
+        temporary = self.base / ".current.tmp"
+        os.symlink(str(self.release(release)), str(temporary))
+        os.replace(str(temporary), str(self.current))
+
+    def standin_args(self, *extra: str) -> list[str]:
+        return [str(self.pidfile), str(self.current), str(self.marker), str(self.log), "2", *extra]
+
+    def restart_command(self, *extra: str) -> list[str]:
+        return [sys.executable, str(self.standin), "restart", *self.standin_args(*extra)]
+
+    def start(self, *extra: str) -> int:
+        """Start a master the way the process manager would; its pid."""
+        subprocess.run(self.restart_command(*extra), check=True, timeout=30)
+        pid = master_pid(self)
+        assert pid is not None
+        wait_for(lambda: len(children(pid)) == 2)
+        return pid
+
+    def events(self) -> list[tuple[int, str]]:
+        if not self.log.exists():
+            return []
+        return [(int(pid), what) for pid, what in (line.split(" ", 1) for line in self.log.read_text().splitlines())]
+
+
+def master_pid(site: Site) -> int | None:
+    try:
+        return int(site.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text(errors="replace")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    # Short paths under /tmp: the stand-in's command line must name gunicorn, and nothing here needs tmp_path.
+    root = Path(tempfile.mkdtemp(prefix="gr-", dir="/tmp"))
+    base = root / "app"
+    for name in ("r1", "r2"):
+        (base / "releases" / name).mkdir(parents=True)
+    for name in ("v1", "v2"):
+        (base / "venvs" / name / "bin").mkdir(parents=True)
+    (root / "run").mkdir()
+    standin = root / "gunicorn_standin.py"
+    standin.write_text(STANDIN, encoding="utf-8")
+    made = Site(base=base, run=root / "run", standin=standin)
+    os.symlink(str(base / "venvs" / "v1"), str(base / "releases" / "r1" / ".venv"))
+    made.point_current("r1")
+    yield made
+    for pid in {pid for pid, what in made.events() if what == "started"}:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # each master leads its own session, workers included
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def reload_tool(site: Site, *options: str, restart: list[str] | None = None, timeout: float = 20) -> tuple[int, dict]:
+    argv = [
+        sys.executable,
+        str(SCRIPT),
+        "--pidfile",
+        str(site.pidfile),
+        "--current",
+        str(site.current),
+        "--venv-marker",
+        str(site.marker),
+        "--timeout",
+        str(timeout),
+        *options,
+    ]
+    if restart is not None:
+        argv += ["--", *restart]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout + 30)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, (proc.stdout, proc.stderr)
+    return proc.returncode, json.loads(lines[0])
+
+
+def worker_cwds(pid: int) -> set[str]:
+    return {os.readlink(f"/proc/{worker}/cwd") for worker in children(pid)}
+
+
+# ---------------------------------------------------------------------------------------------- nothing to reload
+
+
+def test_not_running_does_nothing(site: Site) -> None:
+    sentinel = site.run / "restarted"
+    code, result = reload_tool(site, restart=["touch", str(sentinel)])
+
+    assert code == 0
+    assert result["action"] == "none"
+    assert result["old_master"] is None
+    assert "not running" in result["msg"]
+    assert not sentinel.exists()
+
+
+def test_stale_pidfile_of_another_process_is_never_signalled(site: Site) -> None:
+    # The master was killed hard and its pid now belongs to something else: HUP would kill that process.
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        site.pidfile.write_text(f"{stranger.pid}\n", encoding="ascii")
+        site.marker.write_text(os.path.realpath(site.current / ".venv") + "\n", encoding="utf-8")
+
+        code, result = reload_tool(site, restart=["true"])
+
+        time.sleep(0.3)
+        assert stranger.poll() is None, "the tool signalled a process that is not gunicorn"
+        assert code == 0
+        assert result["action"] == "none"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+# ---------------------------------------------------------------------------------------------- HUP
+
+
+def test_same_venv_new_release_is_a_hup(site: Site) -> None:
+    master = site.start()
+    old_workers = set(children(master))
+    assert worker_cwds(master) == {str(site.release("r1"))}
+    os.symlink(str(site.base / "venvs" / "v1"), str(site.release("r2") / ".venv"))
+    site.point_current("r2")
+
+    code, result = reload_tool(site, restart=site.restart_command())
+
+    assert code == 0, result
+    assert result["action"] == "hup"
+    assert result["ok"] is True
+    assert result["master"] == master == result["old_master"]
+    assert result["release"] == str(site.release("r2"))
+    assert result["worker_cwds"] == [str(site.release("r2"))]
+    assert not old_workers.intersection(result["workers"])
+    assert (master, "HUP") in site.events()
+    assert (master, "TERM") not in site.events()
+    assert worker_cwds(master) == {str(site.release("r2"))}
+
+
+def test_hup_that_changes_nothing_times_out_with_a_reason(site: Site) -> None:
+    master = site.start("ignore-hup")
+    os.symlink(str(site.base / "venvs" / "v1"), str(site.release("r2") / ".venv"))
+    site.point_current("r2")
+
+    started = time.monotonic()
+    code, result = reload_tool(site, restart=site.restart_command(), timeout=2)
+
+    assert time.monotonic() - started < 10
+    assert code == 1
+    assert result["action"] == "hup"
+    assert result["ok"] is False
+    assert "still do not all run in" in result["msg"]
+    assert (master, "HUP") in site.events()
+
+
+# ---------------------------------------------------------------------------------------------- restart
+
+
+def test_changed_venv_restarts_the_master(site: Site) -> None:
+    master = site.start()
+    os.symlink(str(site.base / "venvs" / "v2"), str(site.release("r2") / ".venv"))
+    site.point_current("r2")
+
+    code, result = reload_tool(site, restart=site.restart_command())
+
+    assert code == 0, result
+    assert result["action"] == "restart"
+    assert result["ok"] is True
+    assert result["running_venv"] == str(site.base / "venvs" / "v1")
+    assert result["venv"] == str(site.base / "venvs" / "v2")
+    assert result["old_master"] == master
+    assert result["master"] != master
+    assert (master, "TERM") in site.events()
+    assert (master, "HUP") not in site.events()
+    assert worker_cwds(result["master"]) == {str(site.release("r2"))}
+
+
+def test_missing_venv_marker_restarts(site: Site) -> None:
+    master = site.start()
+    site.marker.unlink()
+
+    code, result = reload_tool(site, restart=site.restart_command())
+
+    assert code == 0, result
+    assert result["action"] == "restart"
+    assert result["running_venv"] is None
+    assert result["master"] != master
+
+
+def test_force_restart_with_the_same_venv(site: Site) -> None:
+    master = site.start()
+
+    code, result = reload_tool(site, "--force-restart", restart=site.restart_command())
+
+    assert code == 0, result
+    assert result["action"] == "restart"
+    assert result["master"] != master
+    assert (master, "HUP") not in site.events()
+
+
+def test_failing_restart_command_is_reported(site: Site) -> None:
+    site.start()
+
+    code, result = reload_tool(
+        site, "--force-restart", restart=[sys.executable, "-c", "import sys; print('no such program'); sys.exit(7)"]
+    )
+
+    assert code == 1
+    assert result["action"] == "restart"
+    assert "failed (7)" in result["msg"]
+    assert "no such program" in result["msg"]
+
+
+def test_missing_restart_program_is_a_clean_failure(site: Site) -> None:
+    site.start()
+
+    code, result = reload_tool(site, "--force-restart", restart=["/nonexistent/supervisorctl", "restart", "web"])
+
+    assert code == 1
+    assert result["action"] == "restart"
+    assert "cannot run /nonexistent/supervisorctl" in result["msg"]
+
+
+def test_restart_needed_without_a_command_is_a_clean_failure(site: Site) -> None:
+    site.start()
+
+    code, result = reload_tool(site, "--force-restart", restart=None)
+
+    assert code == 1
+    assert "no restart command" in result["msg"]
+
+
+def test_hanging_restart_command_is_bounded_by_the_timeout(site: Site) -> None:
+    site.start()
+
+    started = time.monotonic()
+    code, result = reload_tool(site, "--force-restart", restart=["sleep", "30"], timeout=2)
+
+    assert time.monotonic() - started < 10
+    assert code == 1
+    assert "did not finish within the timeout" in result["msg"]
+
+
+# ---------------------------------------------------------------------------------------------- real gunicorn
+
+PY_TAG = f"py{sys.version_info.major}{sys.version_info.minor}"
+GUNICORN_VENV = Path(__file__).resolve().parents[3] / ".cache" / "unit-gunicorn" / PY_TAG
+
+GUNICORN_CONF = """
+import os
+import sys
+
+chdir = {current!r}
+bind = ["unix:{socket}"]
+pidfile = {pidfile!r}
+workers = 2
+worker_class = "sync"
+preload_app = False
+errorlog = {errorlog!r}
+
+
+def on_starting(server):
+    with open({marker!r}, "w", encoding="utf-8") as marker:
+        marker.write(os.path.realpath(sys.prefix) + "\\n")
+"""
+
+WSGI_APP = """
+import os
+
+
+def app(environ, start_response):
+    body = os.path.basename(os.getcwd()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+@pytest.fixture(scope="session")
+def gunicorn_venv() -> Path:
+    """A venv with a real gunicorn, built once from PyPI and kept under .cache/ for later runs."""
+    if not (GUNICORN_VENV / "bin" / "gunicorn").exists():
+        GUNICORN_VENV.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(GUNICORN_VENV)], check=True, timeout=120)
+        install = subprocess.run(
+            [str(GUNICORN_VENV / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "gunicorn"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        if install.returncode != 0:
+            shutil.rmtree(GUNICORN_VENV, ignore_errors=True)
+            pytest.skip(f"cannot install gunicorn from the package index: {install.stderr[-500:]}")
+    return GUNICORN_VENV
+
+
+@dataclass
+class RealGunicorn:
+    site: Site
+    venv: Path
+    config: Path
+    socket: Path
+
+    def command(self) -> list[str]:
+        return [str(self.venv / "bin" / "gunicorn"), "--config", str(self.config), "--daemon", "app:app"]
+
+    def restart_command(self) -> list[str]:
+        """What supervisorctl restart does: stop the master, wait until it is gone, start a new one."""
+        script = (
+            f'pid=$(cat {self.site.pidfile}); kill -TERM "$pid"; '
+            f'i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done; '
+            + " ".join(self.command())
+        )
+        return ["sh", "-c", script]
+
+    def get(self) -> str:
+        reply = subprocess.run(
+            [sys.executable, "-c", GET_OVER_UNIX, str(self.socket)], capture_output=True, text=True, check=True
+        )
+        return reply.stdout
+
+
+GET_OVER_UNIX = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b"GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
+data = b""
+while chunk := s.recv(4096):
+    data += chunk
+print(data.split(b"\\r\\n\\r\\n", 1)[1].decode(), end="")
+"""
+
+
+@pytest.fixture
+def gunicorn(site: Site, gunicorn_venv: Path) -> Iterator[RealGunicorn]:
+    for name in ("r1", "r2"):
+        (site.release(name) / "app.py").write_text(WSGI_APP, encoding="utf-8")
+    (site.release("r1") / ".venv").unlink()
+    os.symlink(str(gunicorn_venv), str(site.release("r1") / ".venv"))
+    os.symlink(str(gunicorn_venv), str(site.release("r2") / ".venv"))
+    socket_path = site.run / "g.sock"
+    config = site.run / "gunicorn.conf.py"
+    config.write_text(
+        GUNICORN_CONF.format(
+            current=str(site.current),
+            socket=socket_path,
+            pidfile=str(site.pidfile),
+            errorlog=str(site.run / "error.log"),
+            marker=str(site.marker),
+        ),
+        encoding="utf-8",
+    )
+    real = RealGunicorn(site=site, venv=gunicorn_venv, config=config, socket=socket_path)
+    subprocess.run(real.command(), check=True, timeout=30)
+    wait_for(lambda: master_pid(site) is not None and len(children(master_pid(site) or 0)) == 2, timeout=20)
+    yield real
+    pid = master_pid(site)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=20)
+
+
+def test_real_gunicorn_hup_moves_workers_to_the_new_release(gunicorn: RealGunicorn) -> None:
+    site = gunicorn.site
+    master = master_pid(site)
+    assert gunicorn.get() == "r1"
+    site.point_current("r2")
+
+    code, result = reload_tool(site, restart=gunicorn.restart_command())
+
+    assert code == 0, (result, (site.run / "error.log").read_text())
+    assert result["action"] == "hup"
+    assert result["master"] == master
+    assert result["worker_cwds"] == [str(site.release("r2"))]
+    assert gunicorn.get() == "r2"
+
+
+def test_real_gunicorn_forced_restart_starts_a_new_master(gunicorn: RealGunicorn) -> None:
+    site = gunicorn.site
+    master = master_pid(site)
+    site.point_current("r2")
+
+    code, result = reload_tool(site, "--force-restart", restart=gunicorn.restart_command())
+
+    assert code == 0, (result, (site.run / "error.log").read_text())
+    assert result["action"] == "restart"
+    assert result["master"] != master
+    assert result["worker_cwds"] == [str(site.release("r2"))]
+    assert gunicorn.get() == "r2"
