@@ -1,0 +1,241 @@
+"""Push-to-deploy end to end: the `client` user of the test host clones the bare repository over SSH with its key,
+pushes the Django example, a changed page, a migration that fails and two pushes at once. Every check uses the
+real git client, sshd, the hook, the served page (curl on gunicorn's socket) and the files on the host.
+
+The pushes run once per module (fixture `pushes`), in order; the tests then read what each one did.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+
+import pytest
+
+BASE = "/srv/chatapp"
+SOCKET = "/run/chatapp/gunicorn.sock"
+DEPLOY_USER = "chatapp-deploy"
+REMOTE = f"{DEPLOY_USER}@localhost:chatapp.git"
+WORK = "/home/client/work"
+SSH = "ssh -o StrictHostKeyChecking=accept-new -o BatchMode=yes"
+PAGE_MARKER = "pushed-by-git-deploy"
+BROKEN_MARKER = "never-served-broken-migration"
+
+FAILING_MIGRATION = """from django.db import migrations
+
+
+def fail(apps, schema_editor):
+    raise RuntimeError("this migration fails on purpose")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("chat", "0001_initial")]
+    operations = [migrations.RunPython(fail)]
+"""
+
+
+def as_client(host, command: str, directory: str = WORK):
+    script = f"export GIT_SSH_COMMAND={shlex.quote(SSH)}; cd {shlex.quote(directory)} && {command}"
+    return host.run(f"runuser -l client -c {shlex.quote(script)}")
+
+
+def put(host, path: str, content: str) -> None:
+    encoded = base64.b64encode(content.encode()).decode()
+    result = host.run(f"echo {encoded} | base64 -d > {path} && chown client:client {path}")
+    assert result.rc == 0, result.stderr
+
+
+def current(host) -> str:
+    return host.check_output(f"readlink -f {BASE}/current")
+
+
+def page(host) -> str:
+    result = host.run(f"curl -sS --fail --max-time 20 --unix-socket {SOCKET} http://localhost/")
+    assert result.rc == 0, result.stderr
+    return result.stdout
+
+
+def push(host, directory: str = WORK) -> dict:
+    """git push from the client; what was live before and after, and the output git printed."""
+    before = {"current": current(host), "page": page(host)}
+    result = as_client(host, "git push deploy main 2>&1", directory)
+    return {
+        "rc": result.rc,
+        "output": result.stdout,
+        "before": before,
+        "after": {"current": current(host), "page": page(host)},
+        "commit": as_client(host, "git rev-parse HEAD", directory).stdout.strip(),
+    }
+
+
+def commit(host, message: str, directory: str = WORK) -> None:
+    result = as_client(host, f"git add -A && git commit -q --allow-empty -m {shlex.quote(message)}", directory)
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def steps(output: str) -> list[str]:
+    """Step names in the order the push output announced them ('-----> [n/m] name: ...')."""
+    return re.findall(r"-----> \[\d+/\d+\] ([a-z0-9_.-]+):", output)
+
+
+@pytest.fixture(scope="module")
+def pushes(host) -> dict:
+    record = {}
+    host.run(f"rm -rf {WORK} /home/client/other")
+    record["clone"] = as_client(host, f"git clone -q {REMOTE} {WORK} 2>&1", "/home/client")
+    assert record["clone"].rc == 0, record["clone"].stdout
+    setup = as_client(
+        host,
+        "cp -a ../src/. . && git config user.email client@test && git config user.name client"
+        f" && git checkout -q -B main && git remote add deploy {REMOTE}",
+    )
+    assert setup.rc == 0, setup.stdout + setup.stderr
+    commit(host, "the example app")
+    record["first"] = push(host)
+
+    template = "chat/templates/chat/index.html"
+    original = '<ul id="log"></ul>'
+    marked = f'<p id="marker">{PAGE_MARKER}</p>{original}'
+    as_client(host, f"sed -i {shlex.quote(f's|{original}|{marked}|')} {template}")
+    commit(host, "a changed page")
+    record["page"] = push(host)
+
+    put(host, f"{WORK}/chat/migrations/0002_fails.py", FAILING_MIGRATION)
+    as_client(host, f"sed -i 's|{PAGE_MARKER}|{BROKEN_MARKER}|' {template}")
+    commit(host, "a migration that fails")
+    record["broken"] = push(host)
+    record["branch_after_broken"] = as_client(host, "git ls-remote deploy refs/heads/main").stdout.split()[0]
+    newest = sorted(host.check_output(f"ls {BASE}/releases").split())[-1]
+    record["newest_after_broken"] = newest
+    # read now: the next good deploy prunes failed releases first
+    record["failed_reason"] = host.run(f"cat {BASE}/releases/{newest}/.failed").stdout
+
+    # Two pushes at once, both on top of the live commit: the second waits for the first's lock, then finds the
+    # branch moved and is rejected; the deploys never interleave.
+    as_client(host, "git reset -q --hard HEAD~1")
+    as_client(host, f"git clone -q {REMOTE} /home/client/other && git -C /home/client/other remote add deploy {REMOTE}")
+    as_client(host, "git config user.email other@test && git config user.name other", "/home/client/other")
+    put(host, f"{WORK}/VERSION", "2.0.0-first\n")
+    commit(host, "first of two")
+    put(host, "/home/client/other/VERSION", "2.0.0-second\n")
+    commit(host, "second of two", "/home/client/other")
+    log_a, log_b = "/home/client/push-a.log", "/home/client/push-b.log"
+    both = as_client(
+        host,
+        f"(git push deploy main > {log_a} 2>&1; echo rc=$? >> {log_a}) & sleep 3;"
+        f" (cd /home/client/other && git push deploy main > {log_b} 2>&1; echo rc=$? >> {log_b}); wait",
+    )
+    assert both.rc == 0, both.stderr
+    record["concurrent"] = (host.file(log_a).content_string, host.file(log_b).content_string)
+    record["final"] = {"current": current(host), "page": page(host)}
+    return record
+
+
+def test_ssh_gives_the_deploy_user_git_only(host, pushes):
+    result = as_client(host, f"{SSH} {DEPLOY_USER}@localhost id 2>&1", "/home/client")
+    assert result.rc != 0
+    assert "uid=" not in result.stdout
+
+
+def test_deploy_user_is_neither_root_nor_the_app(host):
+    user = host.user(DEPLOY_USER)
+    assert user.uid != 0
+    assert user.shell == "/usr/bin/git-shell"
+    assert "chatapp" not in user.groups
+    rules = host.check_output(f"sudo -l -U {DEPLOY_USER}")
+    assert "/usr/local/libexec/pyweb/git-deploy deploy chatapp *" in rules
+    assert "ALL) ALL" not in rules.replace("(root)", "")
+
+
+def test_keys_belong_to_root(host):
+    keys = host.file("/var/lib/pyweb-git-deploy/chatapp/.ssh/authorized_keys")
+    assert keys.user == "root"
+    assert keys.mode == 0o644
+    assert keys.content_string.count("restrict ssh-ed25519 ") == 1
+
+
+def test_clone_over_ssh(pushes):
+    assert pushes["clone"].rc == 0
+
+
+def test_first_push_lists_every_step(pushes):
+    first = pushes["first"]
+    assert first["rc"] == 0, first["output"]
+    assert steps(first["output"]) == [
+        "checkout",
+        "venv",
+        "compilemessages",
+        "collectstatic",
+        "migrate",
+        "health-gate",
+        "swap",
+        "reload-1",
+        "live-probe",
+        "prune",
+    ]
+    assert "remote: " in first["output"]  # the hook's lines reach the pusher through git
+    assert "reusing venvs/" in first["output"]  # the venv pyweb.stack.app built for the same requirements
+    assert first["after"]["current"] != first["before"]["current"]
+
+
+def test_changed_page_is_served(host, pushes):
+    pushed = pushes["page"]
+    assert pushed["rc"] == 0, pushed["output"]
+    assert PAGE_MARKER not in pushed["before"]["page"]
+    assert PAGE_MARKER in pushed["after"]["page"]
+    release = pushed["after"]["current"].rsplit("/", 1)[1]
+    assert f"({release}, pid" in pushed["after"]["page"]  # the page names the release that serves it
+    meta = host.file(f"{pushed['after']['current']}/.pyweb-release.json").content_string
+    assert f"git:{pushed['commit']}" in meta
+
+
+def test_failed_migration_rejects_the_push_and_keeps_serving(host, pushes):
+    broken = pushes["broken"]
+    assert broken["rc"] != 0
+    assert "step 'migrate' failed" in broken["output"]
+    assert "this migration fails on purpose" in broken["output"]
+    assert "pre-receive hook declined" in broken["output"]
+    assert "push REJECTED" in broken["output"]
+    assert broken["after"]["current"] == broken["before"]["current"]
+    assert PAGE_MARKER in broken["after"]["page"]
+    assert BROKEN_MARKER not in broken["after"]["page"]
+    # git did not move the branch: it still names the live commit
+    assert pushes["branch_after_broken"] == pushes["page"]["commit"]
+
+
+def test_failed_release_is_marked_with_the_step(host, pushes):
+    live = pushes["broken"]["after"]["current"].rsplit("/", 1)[1]
+    assert pushes["newest_after_broken"] != live
+    assert "step 'migrate' failed" in pushes["failed_reason"]
+    assert "this migration fails on purpose" in pushes["failed_reason"]
+    # and the good deploy after it pruned it (failed releases go first)
+    assert not host.file(f"{BASE}/releases/{pushes['newest_after_broken']}").exists
+
+
+def test_two_pushes_at_once_do_not_interleave(host, pushes):
+    first, second = pushes["concurrent"]
+    assert first.rstrip().endswith("rc=0"), first
+    assert second.rstrip().endswith("rc=1"), second
+    assert "waiting for another push to finish" in second
+    assert "moved to" in second
+    assert "-----> [1/" not in second  # the second push built nothing
+    assert "2.0.0-first" in pushes["final"]["page"]
+
+
+def test_release_is_sealed_to_root(host, pushes):
+    live = pushes["final"]["current"]
+    assert host.file(live).user == "root"
+    assert host.file(f"{live}/manage.py").user == "root"
+    assert host.run(f"runuser -u chatapp -- touch {live}/manage.py").rc != 0
+    assert host.run(f"runuser -u chatapp -- touch {live}/new-file").rc != 0
+
+
+def test_gunicorn_workers_run_the_pushed_release(host, pushes):
+    live = pushes["final"]["current"]
+    master = host.file("/run/chatapp/gunicorn.pid").content_string.strip()
+    workers = host.check_output(f"pgrep -P {master}").split()
+    assert workers
+    for pid in workers:
+        # root in the container may not read another user's /proc/<pid>/cwd: ask as the app user
+        assert host.check_output(f"runuser -u chatapp -- readlink /proc/{pid}/cwd") == live
