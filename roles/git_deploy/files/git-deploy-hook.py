@@ -335,7 +335,7 @@ def parse_runner_argv(argv: list[str]) -> tuple[str, str, str]:
     """`deploy APP REF COMMIT` exactly: the sudoers rule pins APP, so nothing else may ride along."""
     if len(argv) != 4 or argv[0] != "deploy":
         raise UsageError("usage: git-deploy deploy APP REF COMMIT")
-    _, app, ref, commit = argv
+    app, ref, commit = argv[1:]
     if not APP_PATTERN.match(app):
         raise UsageError(f"{app!r} is not an app name")
     if not ref.startswith("refs/heads/") or not BRANCH_PATTERN.match(ref[len("refs/heads/") :]) or ".." in ref:
@@ -557,7 +557,7 @@ class Deployer:
         if not self.privileged:
             return
         seal_entry(str(path), None)
-        for _, dirs, files, dirfd in os.fwalk(str(path), follow_symlinks=False):
+        for _top, dirs, files, dirfd in os.fwalk(str(path), follow_symlinks=False):
             for name in [*dirs, *files]:
                 seal_entry(name, dirfd)
 

@@ -607,7 +607,7 @@ def test_missing_requirements_fails_the_venv_step(app_base: Path, work_tree: Pat
     git(work_tree, "rm", "--quiet", "requirements.txt")
     git(work_tree, "commit", "--quiet", "-m", "no requirements")
     before = state(app_base)["current"]
-    name, output, _ = rollout(app_base, work_tree)
+    name, output, _result = rollout(app_base, work_tree)
     assert name is None
     assert "step 'venv' failed" in output
     assert "no requirements.txt" in output
@@ -617,7 +617,7 @@ def test_missing_requirements_fails_the_venv_step(app_base: Path, work_tree: Pat
 def test_prune_keeps_the_configured_number(app_base: Path, work_tree: Path) -> None:
     for number in range(3):
         commit_change(work_tree, "pkg/__init__.py", f"VERSION = {10 + number}\n", f"v{number}")
-        name, output, _ = rollout(app_base, work_tree, keep_releases=2)
+        name, output, _result = rollout(app_base, work_tree, keep_releases=2)
         assert name is not None, output
         time.sleep(1)  # release names are per second
     assert len(state(app_base)["good"]) <= 2
