@@ -21,8 +21,9 @@ SANITY_PYTHONS := $(CURDIR)/.cache/pythons
 SANITY_TARGET_PYTHONS := 3.9 3.10 3.11 3.13 3.14
 
 # Scenarios run on Debian 12; those whose behaviour differs between releases also run on Debian 13.
-MOLECULE_SCENARIOS ?= capabilities supervisor celery nginx app flask_spa
-MOLECULE_SCENARIOS_TRIXIE ?= capabilities supervisor nginx
+MOLECULE_SCENARIOS ?= capabilities supervisor celery nginx app flask_spa gunicorn_systemd django_channels git_deploy \
+	python_build oracle_client firewalld
+MOLECULE_SCENARIOS_TRIXIE ?= capabilities supervisor nginx oracle_client firewalld
 TEST_DISTROS := bookworm $(if $(strip $(MOLECULE_SCENARIOS_TRIXIE)),trixie)
 
 export PATH := $(BIN):$(PATH)

@@ -1,0 +1,406 @@
+"""The Django + Channels stack on one host, checked the way its users reach it: HTTPS and wss from outside the
+host (this controller: Python's http/ssl clients and the `websockets` client library), and, for the processes,
+sockets and units, the host itself."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+EXAMPLE = PROJECT / "examples" / "django_channels"
+SETTINGS = yaml.safe_load((EXAMPLE / "inventory" / "group_vars" / "all.yml").read_text(encoding="utf-8"))
+APP = SETTINGS["app_name"]
+BASE = f"/srv/{APP}"
+HOSTNAME = SETTINGS["nginx_sites"][0]["server_name"][0]
+UWSGI_SOCKETS = [f"/run/uwsgi/{APP}.sock", f"/run/uwsgi/{APP}-http.sock"]
+DAPHNE_INSTANCES = SETTINGS["daphne_instances"]
+DAPHNE_SOCKETS = [f"/run/daphne-{APP}/{n}.sock" for n in range(1, DAPHNE_INSTANCES + 1)]
+DAPHNE_UNITS = [f"daphne-{APP}@{n}.service" for n in range(1, DAPHNE_INSTANCES + 1)]
+WORKER_UNITS = [f"daphne-{APP}-worker-{worker['name']}.service" for worker in SETTINGS["daphne_workers"]]
+RECONNECT_LIMIT = 5.0  # seconds a websocket client may be without a server during a redeploy
+
+
+@pytest.fixture(scope="module")
+def address(host) -> str:
+    return host.check_output("hostname -I").split()[0]
+
+
+def tls_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def request(address: str, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    connection = http.client.HTTPSConnection(address, timeout=30, context=tls_context())
+    try:
+        connection.request("GET", path, headers={"Host": HOSTNAME, **(headers or {})})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def ws_connect(address: str, path: str, origin: str = f"https://{HOSTNAME}"):
+    """A websocket client for wss://<site>/<path>, connected to the test host's address (the site's name does not
+    resolve here): the URI gives the Host header and SNI, host= the TCP peer."""
+    return connect(f"wss://{HOSTNAME}{path}", ssl=tls_context(), host=address, port=443, origin=origin, open_timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_version(host) -> str:
+    """The version of the release that is current (the example's, or a later one's when verify runs again)."""
+    return host.file(f"{BASE}/current/VERSION").content_string.strip()
+
+
+def uwsgi_master(host) -> int:
+    return int(host.file(f"/run/uwsgi/{APP}.pid").content_string.strip())
+
+
+def children(host, pid: int) -> list[int]:
+    return [int(p) for p in host.check_output(f"ps -o pid= --ppid {pid}").split()]
+
+
+def answering_workers(host, requests: int = 12) -> dict[int, set[str]]:
+    """Which uwsgi worker answered from which release, asked through the vassal's HTTP socket. (Its /proc/<pid>/cwd
+    is unreadable here: workers of a master that dropped root are not dumpable, and the container lacks ptrace.)"""
+    answers: dict[int, set[str]] = {}
+    for _ in range(requests):
+        health = json.loads(host.check_output(f"curl -sf --unix-socket {UWSGI_SOCKETS[1]} http://localhost/health/"))
+        answers.setdefault(health["pid"], set()).add(health["release"])
+    return answers
+
+
+def main_pid(host, unit: str) -> int:
+    return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
+
+
+# ---------------------------------------------------------------------------------------------- HTTP via uwsgi
+
+
+@pytest.mark.parametrize(
+    ("language", "greeting"),
+    [("de", "Willkommen im Chat"), ("fr", "Bienvenue dans le chat"), ("en", "Welcome to the chat")],
+)
+def test_index_is_translated_for_the_accept_language(address, language, greeting) -> None:
+    status, _, body = request(address, "/", {"Accept-Language": language})
+    page = body.decode()
+    assert status == 200, page[:500]
+    assert f'<h1 id="greeting">{greeting}</h1>' in page
+    assert f'<html lang="{language}">' in page
+
+
+def test_health_answers_json_from_a_uwsgi_worker_in_the_current_release(host, address) -> None:
+    status, headers, body = request(address, "/health/")
+    assert status == 200, body[:500]
+    assert headers["content-type"].startswith("application/json")
+    health = json.loads(body)
+    assert health["database"] == "ok"
+    assert health["redis"] == "ok"
+    current = host.check_output(f"readlink -f {BASE}/current")
+    assert health["release"] == os.path.basename(current)
+    assert health["pid"] in children(host, uwsgi_master(host)), "the answer did not come from a uwsgi worker"
+
+
+def test_static_files_are_collected_and_served_by_nginx(address) -> None:
+    status, headers, body = request(address, "/static/chat/chat.js")
+    assert status == 200
+    assert body == (EXAMPLE / "chat" / "static" / "chat" / "chat.js").read_bytes()
+    assert "expires" in headers
+
+
+def test_uwsgi_workers_run_as_the_app_user_in_the_current_release(host) -> None:
+    master = uwsgi_master(host)
+    workers = children(host, master)
+    assert len(workers) == SETTINGS["uwsgi_processes"]
+    current = host.check_output(f"readlink -f {BASE}/current")
+    for pid in [master, *workers]:
+        assert host.check_output(f"ps -o user= -p {pid}") == APP
+    answers = answering_workers(host)
+    assert set(answers) <= set(workers)
+    assert set().union(*answers.values()) == {os.path.basename(current)}
+
+
+def test_uwsgi_emperor_is_a_verified_notify_unit(host) -> None:
+    unit = "uwsgi-emperor.service"
+    assert host.check_output(f"systemctl show --property=Type --value {unit}") == "notify"
+    assert host.service(unit).is_running
+    assert host.service(unit).is_enabled
+    assert host.run(f"systemd-analyze verify --man=no /etc/systemd/system/{unit}").rc == 0
+    vassal = host.file(f"/etc/uwsgi/vassals/{APP}.ini")
+    assert vassal.user == "root"
+    assert vassal.mode == 0o644
+
+
+def test_a_killed_vassal_comes_back_over_its_stale_sockets(host) -> None:
+    master = uwsgi_master(host)
+    host.check_output(f"kill -9 {master}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        answer = host.run(f"curl -sf --unix-socket /run/uwsgi/{APP}-http.sock http://localhost/health/")
+        if answer.rc == 0 and uwsgi_master(host) != master:
+            assert host.file(UWSGI_SOCKETS[0]).mode == 0o660
+            return
+        time.sleep(1)
+    pytest.fail("the vassal did not answer again within 60 s after its master was killed")
+
+
+# ---------------------------------------------------------------------------------------------- sockets
+
+
+@pytest.mark.parametrize("path", UWSGI_SOCKETS + DAPHNE_SOCKETS)
+def test_sockets_are_group_only_for_nginx(host, path) -> None:
+    socket_file = host.file(path)
+    assert socket_file.is_socket
+    assert socket_file.mode == 0o660, oct(socket_file.mode)
+    assert socket_file.user == APP
+    assert socket_file.group == "www-data"
+    assert host.run(f"runuser -u nobody -- curl -s --unix-socket {path} http://localhost/health/").rc != 0
+
+
+# ---------------------------------------------------------------------------------------------- websockets
+
+
+@pytest.fixture(scope="module")
+def loop():
+    event_loop = asyncio.new_event_loop()
+    yield event_loop
+    event_loop.close()
+
+
+def test_websocket_echo_over_wss(address, loop, live_version) -> None:
+    async def talk():
+        async with ws_connect(address, "/ws/echo/") as websocket:
+            hello = json.loads(await asyncio.wait_for(websocket.recv(), 10))
+            text = f"ping {uuid.uuid4()}"
+            await websocket.send(text)
+            echo = json.loads(await asyncio.wait_for(websocket.recv(), 10))
+            return hello, echo, text
+
+    hello, echo, text = loop.run_until_complete(talk())
+    assert hello["type"] == "hello"
+    assert hello["version"] == live_version
+    assert echo == {**echo, "type": "echo", "echo": text}
+
+
+def test_chat_reaches_every_client_of_the_room_and_the_archive_worker(address, loop) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    text = f"hello {uuid.uuid4()}"
+
+    async def talk():
+        async with ws_connect(address, f"/ws/chat/{room}/") as alice, ws_connect(address, f"/ws/chat/{room}/") as bob:
+            await asyncio.wait_for(alice.recv(), 10)
+            await asyncio.wait_for(bob.recv(), 10)
+            await alice.send(text)
+            return json.loads(await asyncio.wait_for(bob.recv(), 10))
+
+    received = loop.run_until_complete(talk())
+    assert received["type"] == "message"
+    assert received["text"] == text
+    assert received["room"] == room
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status, _, body = request(address, f"/messages/?room={room}")
+        if status == 200 and text in json.loads(body)["messages"]:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"the archive worker did not store the message of {room} within 20 s")
+
+
+def test_websocket_from_a_foreign_origin_is_refused(address, loop) -> None:
+    async def talk():
+        async with ws_connect(address, "/ws/echo/", origin="https://evil.example") as websocket:
+            await websocket.recv()
+
+    with pytest.raises(WebSocketException):
+        loop.run_until_complete(talk())
+
+
+# ---------------------------------------------------------------------------------------------- daphne units
+
+
+@pytest.mark.parametrize("unit", DAPHNE_UNITS + WORKER_UNITS)
+def test_daphne_units_are_simple_and_run_as_the_app_user(host, unit) -> None:
+    assert host.check_output(f"systemctl show --property=Type --value {unit}") == "simple"
+    assert host.service(unit).is_running
+    assert host.service(unit).is_enabled
+    pid = main_pid(host, unit)
+    assert host.check_output(f"ps -o user= -p {pid}") == APP
+
+
+def test_daphne_survives_a_restart_and_is_not_killed_by_a_start_timeout(host) -> None:
+    unit = DAPHNE_UNITS[0]
+    before = main_pid(host, unit)
+    restarts = int(host.check_output(f"systemctl show --property=NRestarts --value {unit}"))
+    host.check_output(f"systemctl restart {unit}")
+    after = main_pid(host, unit)
+    assert after not in (0, before)
+    # Type=notify would leave the unit "activating" with a start job waiting for READY=1 until the timeout
+    # kills it; a simple unit is active at once, with no job pending.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        answer = host.run(f"curl -sf --unix-socket {DAPHNE_SOCKETS[0]} http://localhost/health/")
+        if answer.rc == 0:
+            break
+        time.sleep(0.5)
+    assert answer.rc == 0, answer.stderr
+    assert host.check_output(f"systemctl show --property=ActiveState,SubState --value {unit}").split() == [
+        "active",
+        "running",
+    ]
+    assert host.check_output(f"systemctl list-jobs --no-legend {unit}") == ""
+    assert main_pid(host, unit) == after
+    assert int(host.check_output(f"systemctl show --property=NRestarts --value {unit}")) == restarts
+
+
+# ---------------------------------------------------------------------------------------------- redeploy
+
+
+class WebsocketWatcher(threading.Thread):
+    """Keeps one echo client connected through nginx, reconnecting at once whenever the server goes away; records
+    every session (its hello, when it opened and closed) and how long each gap without a server lasted."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(daemon=True)
+        self.address = address
+        self.stop = threading.Event()
+        self.sessions: list[dict] = []
+        self.gaps: list[float] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        asyncio.run(self.watch())
+
+    async def watch(self) -> None:
+        lost_at: float | None = None
+        while not self.stop.is_set():
+            try:
+                async with ws_connect(self.address, "/ws/echo/") as websocket:
+                    hello = json.loads(await asyncio.wait_for(websocket.recv(), 10))
+                    if lost_at is not None:
+                        self.gaps.append(time.monotonic() - lost_at)
+                        lost_at = None
+                    session = {"hello": hello, "echoes": []}
+                    self.sessions.append(session)
+                    while not self.stop.is_set():
+                        await websocket.send("still there?")
+                        echo = json.loads(await asyncio.wait_for(websocket.recv(), 10))
+                        session["echoes"].append(echo["version"])
+                        await asyncio.sleep(0.2)
+            except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
+                if lost_at is None:
+                    lost_at = time.monotonic()
+                self.errors.append(repr(exc))
+                await asyncio.sleep(0.1)
+
+
+class HttpWatcher(threading.Thread):
+    """Asks /version/ through nginx and uwsgi every 0.2 s and records every answer that is not a 200."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(daemon=True)
+        self.address = address
+        self.stop = threading.Event()
+        self.answers = 0
+        self.failures: list[str] = []
+        self.versions: set[str] = set()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, _, body = request(self.address, "/version/")
+                self.answers += 1
+                if status == 200:
+                    self.versions.add(json.loads(body)["version"])
+                else:
+                    self.failures.append(f"HTTP {status}")
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def redeploy(address, tmp_path_factory) -> dict:
+    """Deploys the example with a new VERSION through `--tags deploy` while a websocket client and an HTTP client
+    keep talking to the site."""
+    version = f"2.0.{int(time.time())}"
+    source = tmp_path_factory.mktemp("django_channels") / "v2"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "*.mo", ".venv"))
+    (source / "VERSION").write_text(version + "\n", encoding="utf-8")
+    websocket = WebsocketWatcher(address)
+    web = HttpWatcher(address)
+    websocket.start()
+    web.start()
+    time.sleep(2)
+    command = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        "--inventory",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        "--tags",
+        "deploy",
+        "--extra-vars",
+        json.dumps({"app_source_dir": str(source)}),
+        str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"),
+    ]
+    deployed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+    time.sleep(3)  # the watcher talks to the new code for a while
+    websocket.stop.set()
+    web.stop.set()
+    websocket.join(30)
+    web.join(30)
+    return {"version": version, "deploy": deployed, "websocket": websocket, "web": web}
+
+
+def test_redeploy_succeeds(redeploy) -> None:
+    deployed = redeploy["deploy"]
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-2000:]
+
+
+def test_redeploy_serves_the_new_version_over_https(redeploy, host, address) -> None:
+    status, _, body = request(address, "/version/")
+    assert status == 200
+    assert json.loads(body)["version"] == redeploy["version"]
+    status, _, body = request(address, "/", {"Accept-Language": "de"})
+    assert "Willkommen im Chat" in body.decode()
+    assert redeploy["version"] in body.decode()
+    current = host.check_output(f"readlink -f {BASE}/current")
+    answers = answering_workers(host)
+    assert set(answers) <= set(children(host, uwsgi_master(host)))
+    assert set().union(*answers.values()) == {os.path.basename(current)}
+
+
+def test_http_requests_keep_being_answered_during_the_redeploy(redeploy) -> None:
+    web = redeploy["web"]
+    assert web.answers > 10
+    assert web.failures == []
+    assert redeploy["version"] in web.versions
+
+
+def test_websocket_client_reconnects_to_the_new_code_within_5_seconds(redeploy) -> None:
+    websocket = redeploy["websocket"]
+    versions = [session["hello"]["version"] for session in websocket.sessions]
+    assert versions[0] != redeploy["version"], versions
+    assert versions[-1] == redeploy["version"], versions
+    assert len(websocket.sessions) >= 2, "the client was never moved to the new release"
+    assert websocket.gaps, "no reconnect was recorded"
+    assert max(websocket.gaps) <= RECONNECT_LIMIT, f"gaps without a server: {websocket.gaps} ({websocket.errors})"
+    last = websocket.sessions[-1]
+    assert last["echoes"]
+    assert set(last["echoes"]) == {redeploy["version"]}
