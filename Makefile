@@ -20,10 +20,14 @@ SANITY_ROOT := $(or $(TMPDIR),/tmp)/pyweb-stack-sanity/ansible_collections/pyweb
 SANITY_PYTHONS := $(CURDIR)/.cache/pythons
 SANITY_TARGET_PYTHONS := 3.9 3.10 3.11 3.13 3.14
 
-# Scenarios run on Debian 12; those whose behaviour differs between releases also run on Debian 13.
-MOLECULE_SCENARIOS ?= capabilities supervisor celery nginx app flask_spa gunicorn_systemd django_channels git_deploy \
-	python_build oracle_client firewalld
+# Scenarios run on Debian 12; those whose behaviour differs between releases also run on Debian 13. The longest
+# come first: `make molecule` runs them in MOLECULE_LANES parallel lanes, each taking the next scenario in order.
+MOLECULE_SCENARIOS ?= python_build django_channels git_deploy app celery gunicorn_systemd oracle_client nginx \
+	supervisor firewalld capabilities flask_spa
 MOLECULE_SCENARIOS_TRIXIE ?= capabilities supervisor nginx oracle_client firewalld
+MOLECULE_LANES ?= 3
+# Scenarios that share controller-side state (the flaskapp wheelhouse) run one after the other in one lane.
+MOLECULE_TOGETHER ?= app+flask_spa
 TEST_DISTROS := bookworm $(if $(strip $(MOLECULE_SCENARIOS_TRIXIE)),trixie)
 
 export PATH := $(BIN):$(PATH)
@@ -84,16 +88,18 @@ sanity: build ## ansible-test sanity on exactly what the tarball ships, with the
 units: venv ## pytest on tests/unit
 	PYTHONPATH=$(CURDIR)/.cache/collections pytest tests/unit
 
-molecule: venv image ## Every scenario through check, converge, idempotence, verify, destroy
+molecule: venv image ## Every scenario through check, converge, idempotence, verify, destroy (in parallel lanes)
 	@mkdir -p $(PYWEB_APT_CACHE)
-	@for scenario in $(MOLECULE_SCENARIOS); do \
-		echo "=== molecule $$scenario (bookworm)"; \
-		PYWEB_TEST_DISTRO=bookworm molecule test -s "$$scenario"; \
-	done
-	@for scenario in $(MOLECULE_SCENARIOS_TRIXIE); do \
-		echo "=== molecule $$scenario (trixie)"; \
-		PYWEB_TEST_DISTRO=trixie molecule test -s "$$scenario"; \
-	done
+	@units=(); together=" $(subst +, ,$(MOLECULE_TOGETHER)) "; \
+	for scenario in $(MOLECULE_SCENARIOS) $(filter-out $(MOLECULE_SCENARIOS),$(MOLECULE_SCENARIOS_TRIXIE)); do \
+		case "$$together" in *" $$scenario "*) [ "$$scenario" = "$(firstword $(subst +, ,$(MOLECULE_TOGETHER)))" ] || continue; \
+			group="$(subst +, ,$(MOLECULE_TOGETHER))";; *) group=$$scenario;; esac; \
+		unit=""; for member in $$group; do \
+			case " $(MOLECULE_SCENARIOS) " in *" $$member "*) unit="$$unit $$member:bookworm";; esac; \
+			case " $(MOLECULE_SCENARIOS_TRIXIE) " in *" $$member "*) unit="$$unit $$member:trixie";; esac; \
+		done; units+=("$${unit# }"); \
+	done; \
+	scripts/molecule-matrix.sh $(MOLECULE_LANES) "$${units[@]}"
 
 galaxy: build ## Build the collection and run galaxy-importer on the tarball
 	GALAXY_IMPORTER_CONFIG=$(CURDIR)/.config/galaxy-importer.cfg python -m galaxy_importer.main $(TARBALL)
