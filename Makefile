@@ -22,7 +22,7 @@ SANITY_TARGET_PYTHONS := 3.9 3.10 3.11 3.13 3.14
 
 # Scenarios run on Debian 12; those whose behaviour differs between releases also run on Debian 13. The longest
 # come first: `make molecule` runs them in MOLECULE_LANES parallel lanes, each taking the next scenario in order.
-MOLECULE_SCENARIOS ?= python_build django_channels git_deploy app celery gunicorn_systemd oracle_client nginx \
+MOLECULE_SCENARIOS ?= python_build django_channels app celery gunicorn_systemd oracle_client nginx \
 	supervisor firewalld capabilities flask_spa
 MOLECULE_SCENARIOS_TRIXIE ?= capabilities supervisor nginx oracle_client firewalld
 MOLECULE_LANES ?= 3

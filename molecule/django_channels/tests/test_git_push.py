@@ -1,20 +1,24 @@
-"""Push-to-deploy end to end: the `client` user of the test host clones the bare repository over SSH with its key,
-pushes the Django example, a changed page, a migration that fails and two pushes at once. Every check uses the
-real git client, sshd, the hook, the served page (curl on gunicorn's socket) and the files on the host.
+"""Push-to-deploy on the Django Channels stack: the `client` user of the test host clones the bare repository over
+SSH with its key, pushes the Django example, a changed page, a migration that fails and two pushes at once. Every
+check uses the real git client, sshd, the hook, the page uwsgi serves (curl on the vassal's HTTP socket), the daphne
+instances and the files on the host.
 
-The pushes run once per module (fixture `pushes`), in order; the tests then read what each one did.
+The pushes run once per module (fixture `pushes`), in order, after test_django_channels.py; the tests then read
+what each one did.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shlex
 
 import pytest
 
 BASE = "/srv/chatapp"
-SOCKET = "/run/chatapp/gunicorn.sock"
+UWSGI_HTTP_SOCKET = "/run/uwsgi/chatapp-http.sock"
+DAPHNE_SOCKETS = ["/run/daphne-chatapp/1.sock", "/run/daphne-chatapp/2.sock"]
 DEPLOY_USER = "chatapp-deploy"
 REMOTE = f"{DEPLOY_USER}@localhost:chatapp.git"
 WORK = "/home/client/work"
@@ -51,9 +55,15 @@ def current(host) -> str:
 
 
 def page(host) -> str:
-    result = host.run(f"curl -sS --fail --max-time 20 --unix-socket {SOCKET} http://localhost/")
+    result = host.run(f"curl -sS --fail --max-time 20 --unix-socket {UWSGI_HTTP_SOCKET} http://localhost/")
     assert result.rc == 0, result.stderr
     return result.stdout
+
+
+def health(host, socket: str) -> dict:
+    return json.loads(
+        host.check_output(f"curl -sS --fail --max-time 20 --unix-socket {socket} http://localhost/health/")
+    )
 
 
 def push(host, directory: str = WORK) -> dict:
@@ -87,7 +97,8 @@ def pushes(host) -> dict:
     assert record["clone"].rc == 0, record["clone"].stdout
     setup = as_client(
         host,
-        "cp -a ../src/. . && git config user.email client@test && git config user.name client"
+        "cp -a ../src/. . && printf '__pycache__/\\n*.pyc\\n*.mo\\n' > .gitignore"
+        " && git config user.email client@test && git config user.name client"
         f" && git checkout -q -B main && git remote add deploy {REMOTE}",
     )
     assert setup.rc == 0, setup.stdout + setup.stderr
@@ -171,11 +182,14 @@ def test_first_push_lists_every_step(pushes):
         "health-gate",
         "swap",
         "reload-1",
+        "reload-2",
         "live-probe",
         "prune",
     ]
     assert "remote: " in first["output"]  # the hook's lines reach the pusher through git
     assert "reusing venvs/" in first["output"]  # the venv pyweb.stack.app built for the same requirements
+    assert "uwsgi-reload" in first["output"]
+    assert "daphne-roll" in first["output"]
     assert first["after"]["current"] != first["before"]["current"]
 
 
@@ -231,11 +245,11 @@ def test_release_is_sealed_to_root(host, pushes):
     assert host.run(f"runuser -u chatapp -- touch {live}/new-file").rc != 0
 
 
-def test_gunicorn_workers_run_the_pushed_release(host, pushes):
-    live = pushes["final"]["current"]
-    master = host.file("/run/chatapp/gunicorn.pid").content_string.strip()
-    workers = host.check_output(f"pgrep -P {master}").split()
-    assert workers
-    for pid in workers:
-        # root in the container may not read another user's /proc/<pid>/cwd: ask as the app user
-        assert host.check_output(f"runuser -u chatapp -- readlink /proc/{pid}/cwd") == live
+def test_uwsgi_and_daphne_answer_from_the_pushed_release(host, pushes):
+    release = pushes["final"]["current"].rsplit("/", 1)[1]
+    answers = [health(host, UWSGI_HTTP_SOCKET) for _ in range(8)]
+    assert {answer["release"] for answer in answers} == {release}
+    assert {answer["version"] for answer in answers} == {"2.0.0-first"}
+    for socket in DAPHNE_SOCKETS:
+        answer = health(host, socket)
+        assert (answer["release"], answer["version"]) == (release, "2.0.0-first"), socket
