@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import json
 import os
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -92,6 +93,27 @@ def main_pid(host, unit: str) -> int:
     return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
 
 
+def run_site(*arguments: str) -> subprocess.CompletedProcess:
+    """The scenario's converge (the site playbook) again from the controller, limited by the given arguments."""
+    command = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        "--inventory",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        *arguments,
+        str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+
+
+def wait_for(check, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
 # ---------------------------------------------------------------------------------------------- HTTP via uwsgi
 
 
@@ -160,6 +182,37 @@ def test_a_killed_vassal_comes_back_over_its_stale_sockets(host) -> None:
             return
         time.sleep(1)
     pytest.fail("the vassal did not answer again within 60 s after its master was killed")
+
+
+RETIRED_VASSAL = """[uwsgi]
+strict = true
+plugins = python3
+master = true
+procname-prefix-spaced = retired
+uid = nobody
+gid = nogroup
+http-socket = /tmp/retired.sock
+vacuum = true
+"""
+
+
+def test_a_vassal_no_longer_declared_is_removed_and_stopped(host) -> None:
+    """A vassal file left by an app that is no longer declared: the uwsgi role (alone, --tags uwsgi) removes it and
+    the emperor stops its processes; the declared vassal keeps its master."""
+    ini = "/etc/uwsgi/vassals/retired.ini"
+    host.check_output(f"printf %s {shlex.quote(RETIRED_VASSAL)} > {ini}")
+    assert wait_for(lambda: host.file("/tmp/retired.sock").is_socket, 30), "the emperor never started it"
+    assert host.run("pgrep -f '^retired uWSGI master'").rc == 0
+    master = uwsgi_master(host)
+
+    converged = run_site("--tags", "uwsgi")
+
+    assert converged.returncode == 0, converged.stdout[-3000:] + converged.stderr[-2000:]
+    assert "(item=/etc/uwsgi/vassals/retired.ini)" in converged.stdout
+    assert not host.file(ini).exists
+    assert wait_for(lambda: host.run("pgrep -f '^retired uWSGI'").rc == 1, 30), "its processes still run"
+    assert uwsgi_master(host) == master
+    assert host.file(f"/etc/uwsgi/vassals/{APP}.ini").exists
 
 
 # ---------------------------------------------------------------------------------------------- sockets
@@ -349,17 +402,7 @@ def redeploy(address, tmp_path_factory) -> dict:
     websocket.start()
     web.start()
     time.sleep(2)
-    command = [
-        str(Path(sys.executable).parent / "ansible-playbook"),
-        "--inventory",
-        os.environ["MOLECULE_INVENTORY_FILE"],
-        "--tags",
-        "deploy",
-        "--extra-vars",
-        json.dumps({"app_source_dir": str(source)}),
-        str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"),
-    ]
-    deployed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+    deployed = run_site("--tags", "deploy", "--extra-vars", json.dumps({"app_source_dir": str(source)}))
     time.sleep(3)  # the watcher talks to the new code for a while
     websocket.stop.set()
     web.stop.set()
