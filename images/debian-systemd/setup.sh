@@ -41,14 +41,6 @@ ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 CONF
 
-# Units that ask for a user namespace (PrivateUsers=true) cannot start in these containers, which may not create
-# one; real hosts can. Only the packages the stack installs need it: redis-server's unit asks for it.
-mkdir -p /etc/systemd/system/redis-server.service.d
-cat > /etc/systemd/system/redis-server.service.d/pyweb-container.conf <<'CONF'
-[Service]
-PrivateUsers=false
-CONF
-
 # Each container gets its own machine-id at boot.
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id
