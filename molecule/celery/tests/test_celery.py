@@ -42,6 +42,16 @@ def program_pid(host, name: str) -> int:
     return int(host.check_output(f"supervisorctl pid {name}"))
 
 
+def test_redis_runs_without_a_user_namespace_on_this_container_host(host):
+    """The test image carries no workaround: the role saw a container (virt_capabilities) and wrote the drop-in
+    that turns off Debian's PrivateUsers=true, which an unprivileged container cannot set up (status 217/USER)."""
+    assert host.service("redis-server").is_running
+    dropin = host.file("/etc/systemd/system/redis-server.service.d/pyweb-private-users.conf")
+    assert dropin.exists
+    assert "PrivateUsers=false" in dropin.content_string
+    assert host.check_output("systemctl show -p PrivateUsers redis-server") == "PrivateUsers=no"
+
+
 def test_redis_listens_on_loopback_only(host):
     listeners = host.check_output(f"ss -Hltn '( sport = :{REDIS_PORT} )'").splitlines()
     addresses = {line.split()[3].rsplit(":", 1)[0] for line in listeners}
@@ -165,12 +175,43 @@ def test_deploy_restart_lets_the_running_task_finish(host, worker):
     pid = program_pid(host, worker)
     assert pid != record["pid_before"], "the release handler did not restart the worker"
     stored = stored_result(host, record["id"])
-    assert (stored["state"], stored["result"]) == ("SUCCESS", "8"), stored
+    assert (stored["state"], stored["result"]) == ("SUCCESS", "20"), stored
     # It finished after the deploy began and before the handler's restart returned: the restart waited for it.
     assert record["deploy_started"] < stored["done"] < record["handlers_done"], (record, stored)
     # Read as the app user: root in a container lacks CAP_SYS_PTRACE for another user's /proc/<pid>/cwd.
     cwd = host.check_output(f"runuser -u {APP} -- readlink /proc/{pid}/cwd")
-    assert cwd == f"{BASE}/releases/{record['release']}"
+    # The secret rotation after the deploys (side_effect.yml) restarts every worker again, into what current is
+    # then: the last release, which is at least the one of this deploy.
+    assert cwd == host.check_output(f"readlink -f {BASE}/current")
+    assert int(cwd.rsplit("/", 1)[-1]) >= int(record["release"])
+
+
+def process_tree(host, pid: int) -> list[int]:
+    """The process and all its descendants (prefork pool children)."""
+    tree = [pid]
+    for child in host.run(f"ps -o pid= --ppid {pid}").stdout.split():  # exit status 1: no children
+        tree.extend(process_tree(host, int(child)))
+    return tree
+
+
+def environ(host, pid: int) -> dict[str, str]:
+    # Read as the app user: root in a container lacks CAP_SYS_PTRACE for another user's /proc/<pid>/environ.
+    raw = host.check_output(f"runuser -u {APP} -- cat /proc/{pid}/environ | tr '\\0' '\\n'")
+    return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)
+
+
+@pytest.mark.parametrize("program", [WORKER, GEVENT_WORKER, BEAT])
+def test_every_process_sees_the_rotated_secret(host, program):
+    record_file = host.file("/var/tmp/pyweb-celery-rotation.json")
+    assert record_file.exists, "side_effect.yml did not run (molecule test runs it before verify)"
+    record = json.loads(record_file.content_string)
+    pid = program_pid(host, program)
+    assert pid not in record["pids_before"], f"{program} was not restarted for the new environment"
+    tree = process_tree(host, pid)
+    if program == WORKER:
+        assert len(tree) > 1, "the prefork worker has no pool processes"
+    seen = {child: environ(host, child).get("PYWEB_ROTATED_SECRET") for child in tree}
+    assert set(seen.values()) == {record["secret"]}, seen
 
 
 # The slow task sleeps 5 s; it must be running when the restart starts, and its result must arrive although the

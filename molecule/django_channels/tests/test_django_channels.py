@@ -36,6 +36,7 @@ DAPHNE_SOCKETS = [f"/run/daphne-{APP}/{n}.sock" for n in range(1, DAPHNE_INSTANC
 DAPHNE_UNITS = [f"daphne-{APP}@{n}.service" for n in range(1, DAPHNE_INSTANCES + 1)]
 WORKER_UNITS = [f"daphne-{APP}-worker-{worker['name']}.service" for worker in SETTINGS["daphne_workers"]]
 RECONNECT_LIMIT = 5.0  # seconds a websocket client may be without a server during a redeploy
+WEBSOCKET_CLIENTS = 8  # connected through nginx during the redeploy: four on each of the two daphne instances
 
 
 @pytest.fixture(scope="module")
@@ -329,7 +330,8 @@ def test_daphne_survives_a_restart_and_is_not_killed_by_a_start_timeout(host) ->
 
 class WebsocketWatcher(threading.Thread):
     """Keeps one echo client connected through nginx, reconnecting at once whenever the server goes away; records
-    every session (its hello, when it opened and closed) and how long each gap without a server lasted."""
+    every session (its hello, its echoes), each connection attempt that failed (a refused connect, a 502 for the
+    upgrade), and how long each gap without a server lasted."""
 
     def __init__(self, address: str) -> None:
         super().__init__(daemon=True)
@@ -338,13 +340,18 @@ class WebsocketWatcher(threading.Thread):
         self.sessions: list[dict] = []
         self.gaps: list[float] = []
         self.errors: list[str] = []
+        self.failed_connects: list[str] = []
 
     def run(self) -> None:
         asyncio.run(self.watch())
 
     async def watch(self) -> None:
         lost_at: float | None = None
-        while not self.stop.is_set():
+        # Bounded: a client that cannot reconnect gives up after 50 attempts instead of hammering the host.
+        attempts = 0
+        while not self.stop.is_set() and attempts < 50:
+            attempts += 1
+            session: dict | None = None
             try:
                 async with ws_connect(self.address, "/ws/echo/") as websocket:
                     hello = json.loads(await asyncio.wait_for(websocket.recv(), 10))
@@ -362,7 +369,14 @@ class WebsocketWatcher(threading.Thread):
                 if lost_at is None:
                     lost_at = time.monotonic()
                 self.errors.append(repr(exc))
+                if session is None:
+                    self.failed_connects.append(repr(exc))
                 await asyncio.sleep(0.1)
+
+    @property
+    def disconnects(self) -> int:
+        """Sessions the server ended (the last one ends when the test stops the client)."""
+        return max(0, len(self.sessions) - 1)
 
 
 class HttpWatcher(threading.Thread):
@@ -398,18 +412,22 @@ def redeploy(address, tmp_path_factory) -> dict:
     source = tmp_path_factory.mktemp("django_channels") / "v2"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "*.mo", ".venv"))
     (source / "VERSION").write_text(version + "\n", encoding="utf-8")
-    websocket = WebsocketWatcher(address)
+    # The first client is the one the single-client checks below look at; together they spread over every daphne
+    # instance (nginx sends each new connection to the next one).
+    clients = [WebsocketWatcher(address) for _ in range(WEBSOCKET_CLIENTS)]
+    websocket = clients[0]
     web = HttpWatcher(address)
-    websocket.start()
+    for client in clients:
+        client.start()
     web.start()
-    time.sleep(2)
+    assert wait_for(lambda: all(client.sessions for client in clients), 30), "not every client got connected"
     deployed = run_site("--tags", "deploy", "--extra-vars", json.dumps({"app_source_dir": str(source)}))
-    time.sleep(3)  # the watcher talks to the new code for a while
-    websocket.stop.set()
-    web.stop.set()
-    websocket.join(30)
-    web.join(30)
-    return {"version": version, "deploy": deployed, "websocket": websocket, "web": web}
+    time.sleep(3)  # the watchers talk to the new code for a while
+    for client in [*clients, web]:
+        client.stop.set()
+    for client in [*clients, web]:
+        client.join(30)
+    return {"version": version, "deploy": deployed, "websocket": websocket, "clients": clients, "web": web}
 
 
 def test_redeploy_succeeds(redeploy) -> None:
@@ -448,3 +466,23 @@ def test_websocket_client_reconnects_to_the_new_code_within_5_seconds(redeploy) 
     last = websocket.sessions[-1]
     assert last["echoes"]
     assert set(last["echoes"]) == {redeploy["version"]}
+
+
+def test_every_websocket_client_reconnects_once_onto_the_new_code(redeploy) -> None:
+    """daphne's rolling restart moves a dropped client only to an instance already on the new code, and nginx
+    never counts a restarting instance as down: each client is dropped once, and no reconnect fails."""
+    report = {
+        index: {
+            "disconnects": client.disconnects,
+            "versions": [session["hello"]["version"] for session in client.sessions],
+            "failed_connects": client.failed_connects,
+        }
+        for index, client in enumerate(redeploy["clients"])
+    }
+    for index, client in enumerate(redeploy["clients"]):
+        assert client.failed_connects == [], report[index]
+        assert client.disconnects == 1, report[index]
+        first, *reconnected = client.sessions
+        assert first["hello"]["version"] != redeploy["version"], report[index]
+        assert {session["hello"]["version"] for session in reconnected} == {redeploy["version"]}, report[index]
+        assert set(client.sessions[-1]["echoes"]) == {redeploy["version"]}, report[index]

@@ -5,13 +5,18 @@
 
 The hash covers relative paths, the executable bit and contents (not timestamps or owners), so an unchanged
 tree hashes the same on every run and a new release is made only when the code really changed. Symlinks are
-stored as links. The tarball holds the same files owned by root, files 0644 (0755 when executable), dirs 0755.
+stored as links. The tarball holds the same files owned by root, files 0644 (0755 when executable), dirs 0755,
+each with its own modification time (whole seconds): web servers derive validators from it (nginx's ETag is
+mtime-size, Last-Modified the mtime), so a file changed at the source, even to the same length, gets a new ETag,
+and browsers holding the old one get the new file instead of a 304. The same tree with the same times packs to the
+same bytes (no time or name in the gzip header).
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import gzip
 import hashlib
 import io
 import json
@@ -62,7 +67,7 @@ def tree_hash(entries: list[tuple[str, Path]]) -> str:
 def normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
-    info.mtime = 0
+    info.mtime = int(info.mtime)
     if info.isdir() or (info.isfile() and info.mode & stat.S_IXUSR):
         info.mode = 0o755
     elif info.isfile():
@@ -71,7 +76,11 @@ def normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def pack(entries: list[tuple[str, Path]], archive: Path) -> None:
-    with tarfile.open(archive, "w:gz") as tar:
+    with (
+        archive.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w") as tar,
+    ):
         for relative, path in entries:
             info = normalised(tar.gettarinfo(str(path), arcname=relative))
             if info.isfile():

@@ -3,7 +3,8 @@
 Subcommands (each prints one JSON object; exit status 0 on success, 1 when the check or action failed):
   state    list releases (good / failed / incomplete), the current one and the previous good one
   swap     point <base>/current at a release atomically (new symlink, then rename over current)
-  fail     mark a release failed, with the reason, so it never becomes current and is pruned first
+  fail     mark a release failed, with the reason, so it never becomes current and is pruned first; when it is
+           current, current goes back to the previous good release (or is removed when there is none)
   rolled-back  mark the release a rollback left, so the next rollback goes further back and prune takes it early
   prune    keep current, the rollback target and the newest good releases up to --keep; remove failed and
            rolled-back releases, incomplete ones older than --incomplete-grace seconds (a release still being
@@ -118,27 +119,49 @@ def cmd_swap(args: argparse.Namespace) -> int:
     if not args.allow_unchecked and release_status(target) not in ("good", "rolled_back"):
         return emit(dict(result, changed=False, msg=f"release {args.to} is {release_status(target)}, not good"), False)
     if result["changed"] and not args.dry_run:
-        temporary = base / f".current.{os.getpid()}"
         try:
-            if temporary.is_symlink():
-                temporary.unlink()
-            os.symlink(str(target), str(temporary))  # absolute: main() made base absolute, so it never dangles
-            os.replace(str(temporary), str(base / "current"))  # rename(2): current is never missing
+            point_current_at(base, target)
         except OSError as exc:
-            if temporary.is_symlink():
-                temporary.unlink()
             return emit(dict(result, changed=False, msg=f"cannot point {base}/current at {args.to}: {exc}"), False)
         # Only now that current points at it is it no longer rolled back: a swap that failed keeps the marker.
         (target / ROLLED_BACK_FILE).unlink(missing_ok=True)
     return emit(result)
 
 
+def point_current_at(base: Path, target: Path) -> None:
+    """Swap <base>/current to target atomically: a new symlink renamed over current, so it is never missing."""
+    temporary = base / f".current.{os.getpid()}"
+    try:
+        if temporary.is_symlink():
+            temporary.unlink()
+        os.symlink(str(target), str(temporary))  # absolute: main() made base absolute, so it never dangles
+        os.replace(str(temporary), str(base / "current"))
+    except OSError:
+        if temporary.is_symlink():
+            temporary.unlink()
+        raise
+
+
 def cmd_fail(args: argparse.Namespace) -> int:
-    path = Path(args.base) / "releases" / args.release
+    """Mark a release failed; a failed release never stays current (back to the previous good one, or none)."""
+    base = Path(args.base)
+    path = base / "releases" / args.release
     if not path.is_dir():
         return emit({"changed": False, "msg": f"release {args.release} does not exist"}, False)
     (path / FAILED_FILE).write_text(args.reason.rstrip() + "\n", encoding="utf-8")
-    return emit({"changed": True, "release": args.release, "reason": args.reason})
+    result = {"changed": True, "release": args.release, "reason": args.reason, "current": current_release(base)}
+    if result["current"] != args.release:
+        return emit(result)
+    # It failed after the swap (a reload, a live probe, an after-swap hook) and nothing swapped back yet.
+    target = previous_good(releases(base), args.release)
+    try:
+        if target is None:
+            (base / "current").unlink()
+        else:
+            point_current_at(base, base / "releases" / target)
+    except OSError as exc:
+        return emit(dict(result, msg=f"marked failed, but {base}/current still points at it: {exc}"), False)
+    return emit(dict(result, current=target))
 
 
 def cmd_rolled_back(args: argparse.Namespace) -> int:

@@ -5,16 +5,27 @@
 Reads <config-dir>/NAME.json (written by the role: unit prefix, instance names, where each listens, the health
 path, the channels worker units), then restarts one instance at a time: `systemctl restart <prefix>@<n>.service`,
 and waits until the instance is active and answers GET <health path> with HTTP 200 on its own socket before the
-next one goes down. So at most one instance is away at any moment, and websocket clients it drops reconnect to a
-live one. The worker units restart last. Prints one JSON object; exit status 1 when an instance did not come
-back (the remaining ones are left untouched, still serving).
+next one goes down. The listening sockets belong to systemd (<prefix>@<n>.socket), so a restarting instance never
+refuses a connection: it waits in the socket's backlog for the new process.
+
+On unix sockets the roll also makes every client that loses its instance reconnect onto the new code, once: before
+the first restart the sockets of all other instances are hidden (mode 0000: their processes keep their
+connections, but the web server's connect fails at once and it goes to the first instance, whose backlog waits for
+the new process); each later instance gets its socket back (0660) once its new process answers. So a dropped
+client is never moved to an instance still on the old code. A roll that stops early gives every socket back, so
+the instances left on the old code keep serving. (On TCP ports nothing can be hidden: instances restart in turn.)
+
+Prints one JSON object; exit status 1 when an instance did not come back (the remaining ones are left untouched,
+still serving).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -34,9 +45,34 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def socket_path(config: dict, instance: str) -> str:
+    """Where the web server connects to the instance."""
+    return f"{config['socket_dir']}/{instance}.sock"
+
+
+# The web server's group may connect (0660, the socket unit's SocketMode=); hidden, nobody but root may.
+VISIBLE_MODE = 0o660
+HIDDEN_MODE = 0o000
+
+
+def hide(config: dict, instance: str) -> bool:
+    """Take the instance's socket away from the web server: a connect fails at once (EACCES) and nginx tries the
+    next server; the connections the instance has stay. False when there was no socket."""
+    try:
+        os.chmod(socket_path(config, instance), HIDDEN_MODE)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def unhide(config: dict, instance: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(socket_path(config, instance), VISIBLE_MODE)
+
+
 def connection_for(config: dict, instance: str, timeout: float) -> http.client.HTTPConnection:
     if config["bind"] == "unix":
-        return UnixHTTPConnection(f"{config['socket_dir']}/{instance}.sock", timeout)
+        return UnixHTTPConnection(socket_path(config, instance), timeout)
     return http.client.HTTPConnection(config["tcp_address"], int(instance), timeout=timeout)
 
 
@@ -77,24 +113,53 @@ def wait_until_answering(config: dict, instance: str, unit: str, deadline: float
     return last
 
 
+def restart_instance(config: dict, instance: str, timeout: float) -> dict | str:
+    """The restarted instance, or why it is not back."""
+    unit = f"{config['unit_prefix']}@{instance}.service"
+    before = main_pid(unit)
+    result = systemctl("restart", unit)
+    if result.returncode != 0:
+        return result.stderr.strip() or f"systemctl restart {unit} failed"
+    problem = wait_until_answering(config, instance, unit, time.monotonic() + timeout)
+    if problem:
+        return problem
+    return {"unit": unit, "old_pid": before, "pid": main_pid(unit)}
+
+
+def roll_order(config: dict) -> tuple[list[str], list[str]]:
+    """The instances in restart order, and those whose paths are hidden before the first restart: all but the
+    first one on unix sockets, none on TCP."""
+    instances = [str(instance) for instance in config["instances"]]
+    hidden = instances[1:] if config["bind"] == "unix" and len(instances) > 1 else []
+    return instances, hidden
+
+
 def roll(config: dict, timeout: float) -> tuple[bool, dict]:
-    restarted = []
-    for instance in config["instances"]:
-        unit = f"{config['unit_prefix']}@{instance}.service"
-        before = main_pid(unit)
-        result = systemctl("restart", unit)
-        if result.returncode != 0:
-            return False, {"restarted": restarted, "failed": unit, "error": result.stderr.strip()}
-        problem = wait_until_answering(config, instance, unit, time.monotonic() + timeout)
-        if problem:
-            return False, {"restarted": restarted, "failed": unit, "error": problem}
-        restarted.append({"unit": unit, "old_pid": before, "pid": main_pid(unit)})
+    restarted: list[dict] = []
+    instances, to_hide = roll_order(config)
+    if config["bind"] == "unix":
+        # Sockets an interrupted roll left hidden come back first: they are live instances.
+        for instance in instances:
+            unhide(config, instance)
+    hidden = [instance for instance in to_hide if hide(config, instance)]
+    try:
+        for instance in instances:
+            outcome = restart_instance(config, instance, timeout)
+            unit = f"{config['unit_prefix']}@{instance}.service"
+            if isinstance(outcome, str):
+                return False, {"restarted": restarted, "failed": unit, "error": outcome, "hidden": hidden}
+            restarted.append(outcome)
+            if instance in hidden:
+                unhide(config, instance)
+    finally:
+        for instance in hidden:
+            unhide(config, instance)
     for unit in config["workers"]:
         result = systemctl("restart", f"{unit}.service")
         if result.returncode != 0:
-            return False, {"restarted": restarted, "failed": unit, "error": result.stderr.strip()}
+            return False, {"restarted": restarted, "failed": unit, "error": result.stderr.strip(), "hidden": hidden}
         restarted.append({"unit": f"{unit}.service", "pid": main_pid(f"{unit}.service")})
-    return True, {"restarted": restarted}
+    return True, {"restarted": restarted, "hidden": hidden}
 
 
 def main(argv: list[str] | None = None) -> int:

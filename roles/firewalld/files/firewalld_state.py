@@ -1,7 +1,8 @@
 # Read-only helper of pyweb.stack.firewalld, run on the target with the system python3 (firewalld's bindings).
 # Reads {"zone": name, "rich_rules": [rule, ...]} on stdin and prints, as JSON, the default zone, the zones and
 # services firewalld knows, the runtime and permanent settings of the zone, and the given rich rules in firewalld's
-# own canonical form (or why firewalld's parser rejects them). It changes nothing.
+# own canonical form (or why firewalld's parser rejects them). With "parse_only" it only parses the rules, without
+# asking the daemon (the preflight, which may run before firewalld does). It changes nothing.
 import json
 import sys
 
@@ -37,6 +38,10 @@ def canonical_rules(rules):
 
 def main():
     request = json.load(sys.stdin)
+    if request.get("parse_only"):  # the preflight: no daemon needed (and none may run yet), only the parser
+        rules, errors = canonical_rules(request.get("rich_rules", []))
+        json.dump({"rich_rules": rules, "rich_rule_errors": errors}, sys.stdout, sort_keys=True)
+        return
     zone = request["zone"]
     client = FirewallClient()
     if not client.connected:

@@ -6,7 +6,10 @@ in the new release and import its code. That only holds while the venv stays the
 and installed packages come from the venv it was started from (recorded by the config's on_starting hook in the
 venv marker file). When <base>/current/.venv resolves elsewhere, the master is restarted instead.
 
-  gunicorn-reload --pidfile P --current DIR --venv-marker F [--force-restart] -- RESTART COMMAND...
+  gunicorn-reload --pidfile P --current DIR --venv-marker F [--force-restart | --wait-only] -- RESTART COMMAND...
+
+--wait-only signals nothing: it waits for the master the pidfile names to have its workers in <current> (a
+master a process manager has just started, while handing the socket over from another one).
 
 Waits until every worker of the (new) master has the release <current> resolves to as its working directory, and
 prints one JSON object: action (none | hup | restart), master pid, release, workers. The whole run, the restart
@@ -148,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv-marker", required=True)
     parser.add_argument("--timeout", type=float, default=90.0)
     parser.add_argument("--force-restart", action="store_true")
+    parser.add_argument("--wait-only", action="store_true")
     parser.add_argument("restart", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     restart = args.restart[1:] if args.restart[:1] == ["--"] else args.restart
@@ -164,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     running_venv = read_marker(args.venv_marker)
     result["running_venv"] = running_venv
     deadline = time.monotonic() + args.timeout
-    if args.force_restart or running_venv != wanted_venv:
+    if args.wait_only:
+        waited = wait_for_release(args.pidfile, release, None, set(), deadline)
+    elif args.force_restart or running_venv != wanted_venv:
         result["action"] = "restart"
         failure = run_restart(restart, deadline)
         if failure:

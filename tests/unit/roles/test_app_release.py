@@ -383,10 +383,53 @@ def test_fail_writes_reason_and_release_becomes_failed(base: Path, capsys: pytes
     code, result = run(capsys, "fail", "--base", str(base), "--release", R1, "--reason", "health check 500\n\n")
 
     assert code == 0
-    assert result == {"changed": True, "release": R1, "reason": "health check 500\n\n"}
+    assert result == {"changed": True, "release": R1, "reason": "health check 500\n\n", "current": None}
     assert (path / app_release.FAILED_FILE).read_text(encoding="utf-8") == "health check 500\n"
     assert app_release.release_status(path) == "failed"
     assert app_release.releases(base) == [{"name": R1, "status": "failed", "reason": "health check 500"}]
+
+
+def test_fail_of_another_release_leaves_current(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_release(base, R1, "good")
+    make_release(base, R2, "incomplete")
+    point_current(base, R1)
+
+    code, result = run(capsys, "fail", "--base", str(base), "--release", R2, "--reason", "canary 500")
+
+    assert code == 0
+    assert result["current"] == R1
+    assert app_release.current_release(base) == R1
+
+
+def test_fail_of_current_release_swaps_back_to_previous_good(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A failure after the swap (a reload handler, the live probe): the failed release must not stay current.
+    make_release(base, R1, "good")
+    make_release(base, R2, "good")
+    point_current(base, R2)
+
+    code, result = run(capsys, "fail", "--base", str(base), "--release", R2, "--reason", "reload failed")
+
+    assert code == 0
+    assert result["current"] == R1
+    assert app_release.current_release(base) == R1
+    assert os.path.isabs(current_target(base))
+    assert app_release.release_status(base / "releases" / R2) == "failed"
+    assert not list(base.glob(".current.*"))
+
+
+def test_fail_of_current_release_without_previous_good_removes_current(
+    base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The first deploy: nothing to go back to, so nothing is current (the next run makes a new release).
+    make_release(base, R1, "good")
+    point_current(base, R1)
+
+    code, result = run(capsys, "fail", "--base", str(base), "--release", R1, "--reason", "reload failed")
+
+    assert code == 0
+    assert result["current"] is None
+    assert not (base / "current").is_symlink()
+    assert app_release.current_release(base) is None
 
 
 def test_fail_missing_release_fails(base: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -574,3 +574,19 @@ def test_real_gunicorn_forced_restart_starts_a_new_master(gunicorn: RealGunicorn
     assert result["master"] != master
     assert result["worker_cwds"] == [str(site.release("r2"))]
     assert gunicorn.get() == "r2"
+
+
+def test_wait_only_signals_nothing_and_waits_for_the_workers(site: Site) -> None:
+    # A master another process manager has just started (a switch of gunicorn_process_manager): no HUP, no restart.
+    master = site.start()
+    sentinel = site.run / "restarted"
+
+    code, result = reload_tool(site, "--wait-only", restart=["touch", str(sentinel)])
+
+    assert code == 0, result
+    assert result["action"] == "none"
+    assert result["ok"] is True
+    assert result["master"] == master
+    assert result["worker_cwds"] == [str(site.release("r1"))]
+    assert (master, "HUP") not in site.events()
+    assert not sentinel.exists()

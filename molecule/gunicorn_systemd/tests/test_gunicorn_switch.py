@@ -1,0 +1,40 @@
+"""Switching gunicorn_process_manager both ways, each with a new release, under load (side_effect_switch.yml):
+what the load generator on the host counted, and who runs gunicorn after each switch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+RECORD = "/root/pyweb-gunicorn-switch.json"
+
+
+@pytest.fixture
+def switches(host) -> dict:
+    return json.loads(host.file(RECORD).content_string)
+
+
+@pytest.mark.parametrize(("manager", "version"), [("supervisor", "4.0.0"), ("systemd", "5.0.0")])
+def test_switch_loses_no_request_and_serves_the_new_release(switches, manager: str, version: str) -> None:
+    switch = switches[manager]
+    assert switch["rc"] == 0
+    assert switch["load"]["failed"] == 0, switch["load"]["errors"]
+    assert switch["load"]["ok"] > 0
+    assert version in switch["load"]["versions"]
+    assert json.loads(switch["state"]["answer"])["version"] == version
+
+
+def test_supervisor_ran_gunicorn_after_the_first_switch(switches) -> None:
+    state = switches["supervisor"]["state"]
+    assert state["program"] == "RUNNING"
+    assert state["unit"] == "inactive"
+    assert state["unit_file"] == "no"
+
+
+def test_systemd_runs_gunicorn_after_switching_back(host, switches) -> None:
+    state = switches["systemd"]["state"]
+    assert state["unit"] == "active"
+    assert state["program"] != "RUNNING"
+    assert not host.file("/etc/supervisor/conf.d/gunicorn-asgiapp--asgiapp-web.conf").exists
+    assert not host.file("/etc/systemd/system/asgiapp-web.service.d/pyweb-handover.conf").exists
