@@ -118,7 +118,7 @@ def test_every_process_sees_the_rotated_secret(host, rotation, what) -> None:
 
 
 # Known gap (issue 9 section 3): gunicorn takes a new environment only through a restart of its master, and nginx
-# has no second upstream to retry on, so the restart answers 502 for a second or two (8 of ~40 requests here).
+# has no second upstream to retry on, so requests during the restart answer 502 (8 of them in the run that found it).
 # The way out is a HUP that re-reads the environment file into the master (gunicorn's raw_env on reload).
 @pytest.mark.xfail(strict=True, reason="gunicorn restarts its master for a new environment: requests get 502 meanwhile")
 def test_requests_keep_being_answered_during_the_rotation(rotation) -> None:
