@@ -68,3 +68,12 @@ def test_spec_defaults_equal_role_defaults(role: str) -> None:
 def test_role_variables_carry_the_role_prefix(role: str) -> None:
     unprefixed = sorted(name for name in main_options(role) if not name.startswith(f"{role}_"))
     assert not unprefixed, f"{role}: options without the '{role}_' prefix: {unprefixed}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_min_ansible_version_is_the_collections(role: str) -> None:
+    """A role may not claim an ansible-core older than the collection supports (meta/runtime.yml)."""
+    runtime = load_yaml(ROLES_DIR.parent / "meta" / "runtime.yml")
+    lowest = runtime["requires_ansible"].removeprefix(">=").removesuffix(".0")
+    galaxy_info = load_yaml(ROLES_DIR / role / "meta" / "main.yml")["galaxy_info"]
+    assert str(galaxy_info["min_ansible_version"]) == lowest, "meta/main.yml min_ansible_version != meta/runtime.yml"

@@ -8,6 +8,7 @@ import re
 import socket
 
 import pytest
+from pyweb_molecule import environ, process_tree
 
 APP = "celeryapp"
 BASE = f"/srv/{APP}"
@@ -186,20 +187,6 @@ def test_deploy_restart_lets_the_running_task_finish(host, worker):
     assert int(cwd.rsplit("/", 1)[-1]) >= int(record["release"])
 
 
-def process_tree(host, pid: int) -> list[int]:
-    """The process and all its descendants (prefork pool children)."""
-    tree = [pid]
-    for child in host.run(f"ps -o pid= --ppid {pid}").stdout.split():  # exit status 1: no children
-        tree.extend(process_tree(host, int(child)))
-    return tree
-
-
-def environ(host, pid: int) -> dict[str, str]:
-    # Read as the app user: root in a container lacks CAP_SYS_PTRACE for another user's /proc/<pid>/environ.
-    raw = host.check_output(f"runuser -u {APP} -- cat /proc/{pid}/environ | tr '\\0' '\\n'")
-    return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)
-
-
 @pytest.mark.parametrize("program", [WORKER, GEVENT_WORKER, BEAT])
 def test_every_process_sees_the_rotated_secret(host, program):
     record_file = host.file("/var/tmp/pyweb-celery-rotation.json")
@@ -210,7 +197,8 @@ def test_every_process_sees_the_rotated_secret(host, program):
     tree = process_tree(host, pid)
     if program == WORKER:
         assert len(tree) > 1, "the prefork worker has no pool processes"
-    seen = {child: environ(host, child).get("PYWEB_ROTATED_SECRET") for child in tree}
+    # Read as the app user: root in a container lacks CAP_SYS_PTRACE for another user's /proc/<pid>/environ.
+    seen = {child: environ(host, child, APP).get("PYWEB_ROTATED_SECRET") for child in tree}
     assert set(seen.values()) == {record["secret"]}, seen
 
 
