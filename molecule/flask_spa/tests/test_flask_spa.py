@@ -3,7 +3,7 @@ controller, Python's own http and ssl clients) and, for what listens on loopback
 
 from __future__ import annotations
 
-import http.client
+import functools
 import json
 import os
 import re
@@ -13,56 +13,27 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
+import pyweb_molecule
 
-EXAMPLE = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "examples" / "flask_spa"
-SETTINGS = yaml.safe_load((EXAMPLE / "inventory" / "group_vars" / "all.yml").read_text(encoding="utf-8"))
+EXAMPLE = pyweb_molecule.PROJECT / "examples" / "flask_spa"
+SETTINGS = pyweb_molecule.example_settings("flask_spa")
 APP = SETTINGS["app_name"]
 SITE = SETTINGS["nginx_sites"][0]
+HOST_NAME = SITE["server_name"][0]
+# One request to the example's site: (status, lower-cased headers, body).
+request = functools.partial(pyweb_molecule.request, host_name=HOST_NAME)
 BODY_LIMIT = 1024 * 1024  # the site's client_max_body_size: 1m
 
 
-@pytest.fixture(scope="module")
-def address(host) -> str:
-    return host.check_output("hostname -I").split()[0]
-
-
-def tls_context(version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
-    """A client context for the self-signed site; with `version`, it offers only that protocol version.
-
-    SECLEVEL=0 lets this client offer TLS 1.0 and 1.1 at all, so a refusal can only come from the server.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if version is not None:
-        context.minimum_version = context.maximum_version = version
-        if version < ssl.TLSVersion.TLSv1_3:
-            context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    return context
-
-
-def request(address: str, method: str, path: str, *, tls: bool = True, body: bytes | None = None, headers=None):
-    connection_class = http.client.HTTPSConnection if tls else http.client.HTTPConnection
-    kwargs = {"context": tls_context()} if tls else {}
-    connection = connection_class(address, timeout=30, **kwargs)
-    try:
-        connection.request(method, path, body=body, headers={"Host": SITE["server_name"][0], **(headers or {})})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
-
-
 def test_client_route_of_the_spa_gets_its_index(address) -> None:
-    status, headers, body = request(address, "GET", "/dashboard/42")
+    status, headers, body = request(address, "/dashboard/42")
     assert status == 200
     assert headers["content-type"].startswith("text/html")
     assert body == (EXAMPLE / "spa" / "dist" / "index.html").read_bytes()
 
 
 def test_api_health_is_json_from_gunicorn(host, address) -> None:
-    status, headers, body = request(address, "GET", "/api/health")
+    status, headers, body = request(address, "/api/health")
     assert status == 200
     assert headers["content-type"].startswith("application/json")
     health = json.loads(body)
@@ -72,7 +43,7 @@ def test_api_health_is_json_from_gunicorn(host, address) -> None:
 
 
 def test_static_files_are_served_by_nginx_with_cache_headers(address) -> None:
-    status, headers, body = request(address, "GET", "/static/app.js")
+    status, headers, body = request(address, "/static/app.js")
     assert status == 200
     assert body == (EXAMPLE / "spa" / "dist" / "static" / "app.js").read_bytes()
     assert "max-age=604800" in headers["cache-control"]
@@ -80,31 +51,15 @@ def test_static_files_are_served_by_nginx_with_cache_headers(address) -> None:
 
 
 def test_upload_over_the_limit_gets_a_json_413(address) -> None:
-    boundary = uuid.uuid4().hex
-    payload = b"x" * (BODY_LIMIT + 1)
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n'.encode()
-        + payload
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    status, headers, answer = request(
-        address, "POST", "/api/upload", body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
+    status, headers, answer = pyweb_molecule.upload(address, "big.bin", b"x" * (BODY_LIMIT + 1), host_name=HOST_NAME)
     assert status == 413
     assert headers["content-type"].startswith("application/json")
     assert json.loads(answer)["error"] == "request body too large"
 
 
 def test_upload_within_the_limit_lands_in_shared_uploads(host, address) -> None:
-    boundary = uuid.uuid4().hex
-    name = f"verify-{boundary[:8]}.txt"
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\nhello\r\n'
-        f"--{boundary}--\r\n"
-    ).encode()
-    status, _, _ = request(
-        address, "POST", "/api/upload", body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
+    name = f"verify-{uuid.uuid4().hex[:8]}.txt"
+    status, _, _ = pyweb_molecule.upload(address, name, b"hello", host_name=HOST_NAME)
     assert status in (200, 201)
     uploaded = host.file(f"/srv/{APP}/shared/uploads/{name}")
     assert uploaded.content_string == "hello"
@@ -112,7 +67,7 @@ def test_upload_within_the_limit_lands_in_shared_uploads(host, address) -> None:
 
 
 def test_http_redirects_to_https(address) -> None:
-    status, headers, _ = request(address, "GET", "/dashboard/42?tab=1", tls=False)
+    status, headers, _ = request(address, "/dashboard/42?tab=1", tls=False)
     assert status == 301
     assert headers["location"] == f"https://{SITE['server_name'][0]}/dashboard/42?tab=1"
 
@@ -131,12 +86,7 @@ def test_current_tls_handshakes_succeed(address, version: ssl.TLSVersion) -> Non
 
 
 def request_with(address: str, version: ssl.TLSVersion) -> int:
-    connection = http.client.HTTPSConnection(address, timeout=30, context=tls_context(version))
-    try:
-        connection.request("GET", "/api/health", headers={"Host": SITE["server_name"][0]})
-        return connection.getresponse().status
-    finally:
-        connection.close()
+    return request(address, "/api/health", tls_version=version)[0]
 
 
 def admin_status(host, *curl_args: str) -> tuple[int, str]:
@@ -179,8 +129,8 @@ def test_supervisor_programs_are_running(host) -> None:
 def test_celery_task_round_trips_through_redis(address) -> None:
     status, _, body = request(
         address,
-        "POST",
         "/api/tasks/add",
+        method="POST",
         body=json.dumps({"x": 2, "y": 3}).encode(),
         headers={"Content-Type": "application/json"},
     )
@@ -213,5 +163,12 @@ def test_an_invalid_nginx_setting_never_goes_live(host, address) -> None:
     assert 'unknown directive "nonsense_directive"' in result.stdout + result.stderr
     assert host.check_output("sha256sum /etc/nginx/sites-available/*.conf") == before
     assert "nonsense_directive" not in host.check_output("nginx -T 2>/dev/null")
-    status, _, _ = request(address, "GET", "/api/health")
+    status, _, _ = request(address, "/api/health")
     assert status == 200
+
+
+def test_check_mode_after_converge_changes_nothing(host) -> None:
+    # side_effect.yml ran `ansible-playbook --check --diff converge.yml` right after idempotence.
+    check = json.loads(host.file("/root/pyweb-flask-spa-check.json").content_string)
+    assert check["rc"] == 0, check["tail"]
+    assert check["changed"] == 0, check["changed_tasks"]

@@ -4,63 +4,16 @@ programs still run as their users and answer: pages through nginx, a celery task
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import re
-import ssl
-from pathlib import Path
 
 import pytest
-import yaml
+from pyweb_molecule import example_settings, main_pid, measured_score, proc_status, published_score, request
 
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-SETTINGS = yaml.safe_load((PROJECT / "examples/flask_spa/inventory/group_vars/all.yml").read_text("utf-8"))
+SETTINGS = example_settings("flask_spa")
 APP = SETTINGS["app_name"]
 HOSTNAME = SETTINGS["nginx_sites"][0]["server_name"][0]
 # unit on the host -> the role whose README publishes its score
 UNITS = {"supervisor.service": "supervisor", "nginx.service": "nginx"}
-
-
-def published_score(role: str, unit: str, codename: str) -> float:
-    """The score the role README's Sandboxing table publishes for `unit` on the Debian release `codename`."""
-    text = (PROJECT / "roles" / role / "README.md").read_text("utf-8")
-    section = text.split("\n## Sandboxing\n", 1)[1].split("\n## ", 1)[0]
-    rows = [
-        [cell.strip() for cell in line.strip().strip("|").split("|")]
-        for line in section.splitlines()
-        if line.startswith("|")
-    ]
-    column = next(i for i, title in enumerate(rows[0]) if codename in title.lower())
-    return float(next(row for row in rows[2:] if row[0].strip("`") == unit)[column])
-
-
-def measured_score(host, unit: str) -> float:
-    out = host.check_output(f"systemd-analyze security {unit} --no-pager")
-    return float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out).group(1))
-
-
-def main_pid(host, unit: str) -> int:
-    return int(host.check_output(f"systemctl show --property MainPID --value {unit}"))
-
-
-def proc_status(host, pid: int) -> dict[str, str]:
-    status = host.file(f"/proc/{pid}/status").content_string
-    return {key: value.strip() for key, value in (line.split(":", 1) for line in status.splitlines() if ":" in line)}
-
-
-def request(method: str, address: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    connection = http.client.HTTPSConnection(address, timeout=30, context=context)
-    try:
-        headers = {"Host": HOSTNAME, "Content-Type": "application/json"}
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 @pytest.mark.parametrize("unit", sorted(UNITS))
@@ -108,7 +61,14 @@ def test_the_app_writes_shared_and_not_its_release_in_the_sandbox(host) -> None:
 
 def test_pages_and_a_celery_task_answer(host) -> None:
     address = host.check_output("hostname -I").split()[0]
-    assert request("GET", address, "/")[0] == 200
-    status, body = request("POST", address, "/api/tasks/add", json.dumps({"x": 2, "y": 3}).encode())
+    assert request(address, "/", HOSTNAME)[0] == 200
+    status, _, body = request(
+        address,
+        "/api/tasks/add",
+        HOSTNAME,
+        method="POST",
+        body=json.dumps({"x": 2, "y": 3}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 200, body
     assert json.loads(body)["result"] == 5

@@ -10,12 +10,11 @@ settings back afterwards. The deploy check ships a copy of the example with a ch
 
 from __future__ import annotations
 
-import http.client
+import functools
 import json
 import os
 import re
 import shutil
-import ssl
 import subprocess
 import tempfile
 import uuid
@@ -23,60 +22,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
+import pyweb_molecule
 
-EXAMPLE = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "examples" / "flask_spa"
-SETTINGS = yaml.safe_load((EXAMPLE / "inventory" / "group_vars" / "all.yml").read_text(encoding="utf-8"))
+EXAMPLE = pyweb_molecule.PROJECT / "examples" / "flask_spa"
+SETTINGS = pyweb_molecule.example_settings("flask_spa")
 APP = SETTINGS["app_name"]
 SITE = SETTINGS["nginx_sites"][0]
 HOST_NAME = SITE["server_name"][0]
+# One request to the example's site (another host_name= for another site): (status, lower-cased headers, body).
+request = functools.partial(pyweb_molecule.request, host_name=HOST_NAME)
 HSTS = "max-age=63072000"
 FINGERPRINTED = next((EXAMPLE / "spa" / "dist" / "assets").glob("theme.*.css"))
 PLAIN_PORT = 8080
-
-
-@pytest.fixture(scope="module")
-def address(host) -> str:
-    return host.check_output("hostname -I").split()[0]
-
-
-def tls_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def request(address: str, path: str, *, method: str = "GET", tls: bool = True, port: int | None = None, **kwargs):
-    """(status, lower-cased headers, body) of one request to the site, over HTTPS unless tls=False."""
-    if tls:
-        connection = http.client.HTTPSConnection(address, port, timeout=30, context=tls_context())
-    else:
-        connection = http.client.HTTPConnection(address, port, timeout=30)
-    try:
-        headers = {"Host": kwargs.pop("host_name", HOST_NAME), **kwargs.pop("headers", {})}
-        connection.request(method, path, body=kwargs.pop("body", None), headers=headers)
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
-
-
-def upload(address: str, name: str, content: bytes) -> int:
-    boundary = uuid.uuid4().hex
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'.encode()
-        + content
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    status, _, _ = request(
-        address,
-        "/api/upload",
-        method="POST",
-        body=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    return status
 
 
 def playbook(*args: str) -> subprocess.CompletedProcess[str]:
@@ -105,7 +62,7 @@ def recap_changed(output: str) -> int:
 @pytest.fixture(scope="module")
 def uploaded(address) -> str:
     name = f"serving-{uuid.uuid4().hex[:8]}.txt"
-    assert upload(address, name, b"served by nginx\n") in (200, 201)
+    assert pyweb_molecule.upload(address, name, b"served by nginx\n", host_name=HOST_NAME)[0] in (200, 201)
     return name
 
 

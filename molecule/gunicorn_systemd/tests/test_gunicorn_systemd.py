@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from pyweb_molecule import children, environ, main_pid, proc_status
 
 BASE = "/srv/asgiapp"
 UNIT = "asgiapp-web.service"
 SOCKET = "/run/asgiapp/gunicorn.sock"
 RECORD = "/root/pyweb-gunicorn-systemd.json"
-MARKER = "PYWEB_MARKER=value with spaces and $dollar"
+SWITCH_RECORD = "/root/pyweb-gunicorn-switch.json"
 
 
 def curl(host, path: str, user: str = "asgiapp"):
@@ -26,16 +27,12 @@ def as_app(host, command: str) -> str:
 
 @pytest.fixture
 def master(host) -> int:
-    pid = int(host.check_output(f"systemctl show --property=MainPID --value {UNIT}"))
-    assert pid > 0, f"{UNIT} has no main process"
-    return pid
+    return main_pid(host, UNIT)
 
 
 @pytest.fixture
 def workers(host, master) -> list[int]:
-    found = host.check_output(f"pgrep -P {master}").split()
-    assert found, "the gunicorn master has no workers"
-    return [int(pid) for pid in found]
+    return children(host, master)
 
 
 @pytest.fixture
@@ -87,9 +84,9 @@ def test_unit_is_sandboxed(host, master):
     assert props["PrivateDevices"] == "yes", props
     assert props["RuntimeDirectory"] == "asgiapp", props
     assert props["CapabilityBoundingSet"] == "", props
-    status = as_app(host, f"cat /proc/{master}/status")
-    assert "NoNewPrivs:\t1" in status
-    assert "Seccomp:\t2" in status
+    status = proc_status(host, master)
+    assert status["NoNewPrivs"] == "1"
+    assert status["Seccomp"] == "2"
     # The master's view of the file system: / read-only, shared/ writable.
     mounts = {}
     for line in as_app(host, f"cat /proc/{master}/mountinfo").splitlines():
@@ -102,7 +99,7 @@ def test_unit_is_sandboxed(host, master):
 def test_master_and_workers_run_as_the_app_user_with_uvicorn(host, master, workers):
     uid = host.user("asgiapp").uid
     for pid in [master, *workers]:
-        uids = as_app(host, f"cat /proc/{pid}/status").split("Uid:")[1].split()[:4]
+        uids = proc_status(host, pid)["Uid"].split()
         assert uids == [str(uid)] * 4, f"process {pid} runs as uids {uids}, not asgiapp"
     venv = host.file(f"{BASE}/current/.venv").linked_to
     for pid in workers:
@@ -138,11 +135,14 @@ def test_socket_is_for_the_web_server_group_only(host):
     assert curl(host, "/api/health", user="nobody").rc != 0
 
 
-def test_env_file_reaches_the_workers(host, workers):
-    for pid in workers:
-        environ = as_app(host, f"cat /proc/{pid}/environ").split("\0")
-        assert MARKER in environ
-    assert json.loads(curl(host, "/api/version").stdout)["marker"] == MARKER.split("=", 1)[1]
+def test_env_file_reaches_the_workers(host, master, workers):
+    # The value side_effect_switch.yml rotated to, with spaces and a dollar sign like the first one.
+    marker = json.loads(host.file(SWITCH_RECORD).content_string)["environment"]["marker"]
+    assert " " in marker
+    assert "$" in marker
+    for pid in [master, *workers]:
+        assert environ(host, pid, "asgiapp")["PYWEB_MARKER"] == marker, pid
+    assert json.loads(curl(host, "/api/version").stdout)["marker"] == marker
 
 
 def test_new_requirements_restarted_the_master_into_the_new_venv(record):

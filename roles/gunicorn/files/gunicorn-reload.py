@@ -6,7 +6,11 @@ in the new release and import its code. That only holds while the venv stays the
 and installed packages come from the venv it was started from (recorded by the config's on_starting hook in the
 venv marker file). When <base>/current/.venv resolves elsewhere, the master is restarted instead.
 
-  gunicorn-reload --pidfile P --current DIR --venv-marker F [--force-restart | --wait-only] -- RESTART COMMAND...
+  gunicorn-reload --pidfile P --current DIR --venv-marker F [--env-file F] [--force-restart | --wait-only]
+                  -- RESTART COMMAND...
+
+--env-file F also waits until the master and every worker were executed with each KEY=VALUE of F (the master
+executes itself again in place on the HUP when the file changed: gunicorn_environment.py).
 
 --wait-only signals nothing: it waits for the master the pidfile names to have its workers in <current> (a
 master a process manager has just started, while handing the socket over from another one).
@@ -70,13 +74,33 @@ def cwd_of(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/cwd")
     except PermissionError:
-        return cwd_as_owner(pid)
+        target = as_owner(pid, lambda: os.readlink(f"/proc/{pid}/cwd").encode())
+        return target.decode(errors="replace") if target else None
     except OSError:
         return None
 
 
-def cwd_as_owner(pid: int) -> str | None:
-    """Read /proc/<pid>/cwd as the process's own user: root without CAP_SYS_PTRACE (containers) may not."""
+def environ_of(pid: int) -> dict[str, str] | None:
+    """The environment the process was executed with (/proc/<pid>/environ), or None."""
+
+    def read() -> bytes:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return handle.read()
+
+    try:
+        raw: bytes | None = read()
+    except PermissionError:
+        raw = as_owner(pid, read)
+    except OSError:
+        raw = None
+    if raw is None:
+        return None
+    return dict(os.fsdecode(item).split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+
+
+def as_owner(pid: int, read) -> bytes | None:
+    """What read() returns when run as the process's own user: root without CAP_SYS_PTRACE (containers) may not
+    read another user's /proc/<pid>/cwd or environ. None when it failed."""
     try:
         info = os.stat(f"/proc/{pid}")
     except OSError:
@@ -85,19 +109,40 @@ def cwd_as_owner(pid: int) -> str | None:
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child
         os.close(reader)
+        status = 1
         try:
             os.setgroups([])
             os.setgid(info.st_gid)
             os.setuid(info.st_uid)
-            os.write(writer, os.readlink(f"/proc/{pid}/cwd").encode())
+            os.write(writer, read())
+            status = 0
         except OSError:
             pass
-        os._exit(0)
+        os._exit(status)
     os.close(writer)
     with os.fdopen(reader, "rb") as pipe:
-        target = pipe.read().decode(errors="replace")
-    os.waitpid(child, 0)
-    return target or None
+        data = pipe.read()
+    _pid, status = os.waitpid(child, 0)
+    return data if status == 0 else None
+
+
+def parse_env_file(path: str) -> dict[str, str]:
+    """The KEY=VALUE lines of an env file as bin/app-env exports them (as written; empty and # lines skipped)."""
+    with open(path, "rb") as handle:
+        text = os.fsdecode(handle.read())
+    lines = (line for line in text.split("\n") if line and not line.startswith("#") and "=" in line)
+    return dict(line.split("=", 1) for line in lines)
+
+
+def missing_environment(pids: list[int], wanted: dict[str, str]) -> dict[int, list[str]]:
+    """For each process whose environment lacks a KEY=VALUE of `wanted`: those keys (values are never shown)."""
+    missing = {}
+    for pid in pids:
+        env = environ_of(pid)
+        keys = sorted(wanted) if env is None else sorted(k for k, v in wanted.items() if env.get(k) != v)
+        if keys:
+            missing[pid] = keys
+    return missing
 
 
 def read_marker(path: str) -> str | None:
@@ -109,9 +154,16 @@ def read_marker(path: str) -> str | None:
 
 
 def wait_for_release(
-    pidfile: str, release: str, old_master: int | None, old_workers: set[int], deadline: float
+    pidfile: str,
+    release: str,
+    old_master: int | None,
+    old_workers: set[int],
+    deadline: float,
+    *,
+    environment: dict[str, str] | None = None,
 ) -> dict:
-    """Until a master (a new one when old_master is given) has only new workers, all running in `release`."""
+    """Until a master (a new one when old_master is given) has only new workers, all running in `release`, and
+    (when `environment` is given) the master and every worker were executed with each of its KEY=VALUE pairs."""
     last: dict = {}
     while time.monotonic() < deadline:
         master = read_pid(pidfile)
@@ -121,7 +173,10 @@ def wait_for_release(
             last = {"master": master, "workers": workers, "worker_cwds": sorted({c or "?" for c in cwds.values()})}
             fresh = not old_workers.intersection(workers)
             if workers and fresh and all(cwd == release for cwd in cwds.values()):
-                return dict(last, ok=True)
+                missing = missing_environment([master, *workers], environment) if environment else {}
+                if not missing:
+                    return dict(last, ok=True)
+                last["environment_missing"] = {str(pid): keys for pid, keys in missing.items()}
         time.sleep(0.5)
     return dict(last, ok=False)
 
@@ -152,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=90.0)
     parser.add_argument("--force-restart", action="store_true")
     parser.add_argument("--wait-only", action="store_true")
+    parser.add_argument("--env-file", help="also wait until every process was executed with this env file's values")
     parser.add_argument("restart", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     restart = args.restart[1:] if args.restart[:1] == ["--"] else args.restart
@@ -165,11 +221,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
+    try:
+        environment = parse_env_file(args.env_file) if args.env_file else None
+    except OSError as exc:
+        result["msg"] = f"cannot read the env file {args.env_file}: {exc.strerror or exc}"
+        print(json.dumps(result))
+        return 1
+
     running_venv = read_marker(args.venv_marker)
     result["running_venv"] = running_venv
     deadline = time.monotonic() + args.timeout
     if args.wait_only:
-        waited = wait_for_release(args.pidfile, release, None, set(), deadline)
+        waited = wait_for_release(args.pidfile, release, None, set(), deadline, environment=environment)
     elif args.force_restart or running_venv != wanted_venv:
         result["action"] = "restart"
         failure = run_restart(restart, deadline)
@@ -177,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             result["msg"] = failure
             print(json.dumps(result))
             return 1
-        waited = wait_for_release(args.pidfile, release, master, set(), deadline)
+        waited = wait_for_release(args.pidfile, release, master, set(), deadline, environment=environment)
     else:
         result["action"] = "hup"
         old_workers = set(children(master))
@@ -187,9 +250,11 @@ def main(argv: list[str] | None = None) -> int:
             result["msg"] = f"gunicorn master {master} exited before it could be sent HUP"
             print(json.dumps(result))
             return 1
-        waited = wait_for_release(args.pidfile, release, None, old_workers, deadline)
+        waited = wait_for_release(args.pidfile, release, None, old_workers, deadline, environment=environment)
     result.update(waited)
-    if not waited["ok"]:
+    if not waited["ok"] and "environment_missing" in waited:
+        result["msg"] = f"after {args.timeout:g}s gunicorn still runs without the values of {args.env_file}"
+    elif not waited["ok"]:
         result["msg"] = f"after {args.timeout:g}s the workers still do not all run in {release}"
     print(json.dumps(result))
     return 0 if waited["ok"] else 1

@@ -14,9 +14,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -590,3 +592,193 @@ def test_wait_only_signals_nothing_and_waits_for_the_workers(site: Site) -> None
     assert result["worker_cwds"] == [str(site.release("r1"))]
     assert (master, "HUP") not in site.events()
     assert not sentinel.exists()
+
+
+# ------------------------------------------------------------------------------- a new environment (real gunicorn)
+
+ENVIRONMENT_MODULE = SCRIPT.parent / "gunicorn_environment.py"
+
+# The wiring of roles/gunicorn/templates/gunicorn.conf.py.j2: the module loaded once per program image, the env
+# file remembered at the first load, the re-exec asked for in on_reload.
+GUNICORN_ENV_CONF = """
+import importlib.util
+import sys
+
+chdir = {current!r}
+bind = ["unix:{socket}"]
+pidfile = {pidfile!r}
+workers = 2
+worker_class = "sync"
+graceful_timeout = 10
+preload_app = False
+errorlog = {errorlog!r}
+ENV_FILE = {env_file!r}
+
+
+def on_starting(server):
+    import os
+    with open({marker!r}, "w", encoding="utf-8") as marker:
+        marker.write(os.path.realpath(sys.prefix) + "\\n")
+
+
+def environment_module(name="pyweb_gunicorn_environment", path={module!r}):
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+ENVIRONMENT = environment_module()
+ENVIRONMENT.remember_started_file(ENV_FILE)
+
+
+def on_reload(server):
+    ENVIRONMENT.reexec_for_environment(server, ENV_FILE)
+"""
+
+ENV_APP = """
+import os
+
+
+def app(environ, start_response):
+    body = os.environ.get("PYWEB_SECRET", "-").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+class SocketLoad(threading.Thread):
+    """Asks the app through its socket every 20 ms (at most 3000 times) and counts what is not a 200."""
+
+    def __init__(self, socket_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.socket_path = socket_path
+        self.stop = threading.Event()
+        self.answers: list[str] = []
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set() and len(self.answers) + len(self.failures) < 3000:
+            try:
+                with socket.socket(socket.AF_UNIX) as conn:
+                    conn.settimeout(30)
+                    conn.connect(str(self.socket_path))
+                    conn.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+                    data = b""
+                    while chunk := conn.recv(4096):
+                        data += chunk
+                head, _separator, body = data.partition(b"\r\n\r\n")
+                if head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"):
+                    self.answers.append(body.decode())
+                else:
+                    self.failures.append(head[:60].decode(errors="replace") or "empty answer")
+            except OSError as exc:
+                self.failures.append(repr(exc))
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def env_gunicorn(site: Site, gunicorn_venv: Path) -> Iterator[RealGunicorn]:
+    (site.release("r1") / "app.py").write_text(ENV_APP, encoding="utf-8")
+    (site.release("r1") / ".venv").unlink()
+    os.symlink(str(gunicorn_venv), str(site.release("r1") / ".venv"))
+    env_file = site.base / ".env"
+    env_file.write_text("# comment\nPYWEB_SECRET=old\nPYWEB_DROPPED=x\n", encoding="utf-8")
+    socket_path = site.run / "g.sock"
+    config = site.run / "gunicorn.conf.py"
+    config.write_text(
+        GUNICORN_ENV_CONF.format(
+            current=str(site.current),
+            socket=socket_path,
+            pidfile=str(site.pidfile),
+            errorlog=str(site.run / "error.log"),
+            env_file=str(env_file),
+            module=str(ENVIRONMENT_MODULE),
+            marker=str(site.marker),
+        ),
+        encoding="utf-8",
+    )
+    real = RealGunicorn(site=site, venv=gunicorn_venv, config=config, socket=socket_path)
+    # What bin/app-env does: the file's values exported, then exec.
+    env = {**os.environ, "PYWEB_SECRET": "old", "PYWEB_DROPPED": "x"}
+    subprocess.run(real.command(), check=True, timeout=30, env=env)
+    wait_for(lambda: master_pid(site) is not None and len(children(master_pid(site) or 0)) == 2, timeout=20)
+    yield real
+    pid = master_pid(site)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=20)
+
+
+def proc_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+
+
+def test_real_gunicorn_takes_a_new_environment_in_place_without_refusing_a_request(env_gunicorn: RealGunicorn) -> None:
+    site = env_gunicorn.site
+    master = master_pid(site)
+    assert master is not None
+    old_workers = set(children(master))
+    load = SocketLoad(env_gunicorn.socket)
+    load.start()
+    wait_for(lambda: len(load.answers) >= 5)
+    (site.base / ".env").write_text("PYWEB_SECRET=new\n", encoding="utf-8")
+
+    code, result = reload_tool(site, "--env-file", str(site.base / ".env"), restart=["false"])
+    log = (site.run / "error.log").read_text()
+    assert code == 0, (result, log)
+    wait_for(lambda: "new" in load.answers, timeout=20)
+    load.stop.set()
+    load.join(40)
+
+    assert result["action"] == "hup"
+    assert result["master"] == master  # the same process, executed again: supervisor and systemd keep tracking it
+    workers = children(master)
+    assert len(workers) == 2
+    assert not old_workers & set(workers)
+    for pid in (master, *workers):
+        environ = proc_environ(pid)
+        assert environ["PYWEB_SECRET"] == "new", pid
+        assert "PYWEB_DROPPED" not in environ, pid
+    assert load.failures == []
+    assert load.answers[0] == "old"
+    assert load.answers[-1] == "new"
+
+
+def test_real_gunicorn_hup_with_an_unchanged_environment_keeps_the_master_image(env_gunicorn: RealGunicorn) -> None:
+    site = env_gunicorn.site
+    master = master_pid(site)
+    assert master is not None
+    code, result = reload_tool(site, "--env-file", str(site.base / ".env"), restart=["false"])
+
+    assert code == 0, result
+    assert result["master"] == master
+    assert "executing the master again" not in (site.run / "error.log").read_text()
+
+
+def test_env_file_values_missing_from_the_processes_are_reported(site: Site) -> None:
+    # The stand-in master never takes a new environment: the tool must say so, naming the key but never its value.
+    site.start()
+    env_file = site.base / ".env"
+    env_file.write_text("PYWEB_SECRET=never-shown\n", encoding="utf-8")
+    site.point_current("r2")
+    os.symlink(str(site.base / "venvs" / "v1"), str(site.release("r2") / ".venv"))
+
+    code, result = reload_tool(site, "--env-file", str(env_file), restart=["false"], timeout=3)
+
+    assert code == 1
+    assert "still runs without the values of" in result["msg"]
+    assert result["environment_missing"]
+    assert all(keys == ["PYWEB_SECRET"] for keys in result["environment_missing"].values())
+    assert "never-shown" not in json.dumps(result)
+
+
+def test_unreadable_env_file_is_a_clean_failure(site: Site) -> None:
+    site.start()
+    code, result = reload_tool(site, "--env-file", str(site.base / "missing.env"), restart=["false"])
+
+    assert code == 1
+    assert "cannot read the env file" in result["msg"]
