@@ -5,28 +5,31 @@ sockets and units, the host itself."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import re
 import shlex
 import shutil
-import ssl
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-import yaml
+from pyweb_molecule import (
+    PROJECT,
+    HttpWatcher,
+    children,
+    example_settings,
+    main_pid,
+    request,
+    run_converge,
+    tls_context,
+)
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 EXAMPLE = PROJECT / "examples" / "django_channels"
-SETTINGS = yaml.safe_load((EXAMPLE / "inventory" / "group_vars" / "all.yml").read_text(encoding="utf-8"))
+SETTINGS = example_settings("django_channels")
 APP = SETTINGS["app_name"]
 BASE = f"/srv/{APP}"
 HOSTNAME = SETTINGS["nginx_sites"][0]["server_name"][0]
@@ -37,28 +40,6 @@ DAPHNE_UNITS = [f"daphne-{APP}@{n}.service" for n in range(1, DAPHNE_INSTANCES +
 WORKER_UNITS = [f"daphne-{APP}-worker-{worker['name']}.service" for worker in SETTINGS["daphne_workers"]]
 RECONNECT_LIMIT = 5.0  # seconds a websocket client may be without a server during a redeploy
 WEBSOCKET_CLIENTS = 8  # connected through nginx during the redeploy: four on each of the two daphne instances
-
-
-@pytest.fixture(scope="module")
-def address(host) -> str:
-    return host.check_output("hostname -I").split()[0]
-
-
-def tls_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def request(address: str, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
-    connection = http.client.HTTPSConnection(address, timeout=30, context=tls_context())
-    try:
-        connection.request("GET", path, headers={"Host": HOSTNAME, **(headers or {})})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
 
 
 def ws_connect(address: str, path: str, origin: str = f"https://{HOSTNAME}"):
@@ -77,10 +58,6 @@ def uwsgi_master(host) -> int:
     return int(host.file(f"/run/uwsgi/{APP}.pid").content_string.strip())
 
 
-def children(host, pid: int) -> list[int]:
-    return [int(p) for p in host.check_output(f"ps -o pid= --ppid {pid}").split()]
-
-
 def answering_workers(host, requests: int = 12) -> dict[int, set[str]]:
     """Which uwsgi worker answered from which release, asked through the vassal's HTTP socket. (Its /proc/<pid>/cwd
     is unreadable here: workers of a master that dropped root are not dumpable, and the container lacks ptrace.)"""
@@ -89,22 +66,6 @@ def answering_workers(host, requests: int = 12) -> dict[int, set[str]]:
         health = json.loads(host.check_output(f"curl -sf --unix-socket {UWSGI_SOCKETS[1]} http://localhost/health/"))
         answers.setdefault(health["pid"], set()).add(health["release"])
     return answers
-
-
-def main_pid(host, unit: str) -> int:
-    return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
-
-
-def run_site(*arguments: str) -> subprocess.CompletedProcess:
-    """The scenario's converge (the site playbook) again from the controller, limited by the given arguments."""
-    command = [
-        str(Path(sys.executable).parent / "ansible-playbook"),
-        "--inventory",
-        os.environ["MOLECULE_INVENTORY_FILE"],
-        *arguments,
-        str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"),
-    ]
-    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
 
 
 def wait_for(check, seconds: float) -> bool:
@@ -124,7 +85,7 @@ def wait_for(check, seconds: float) -> bool:
     [("de", "Willkommen im Chat"), ("fr", "Bienvenue dans le chat"), ("en", "Welcome to the chat")],
 )
 def test_index_is_translated_for_the_accept_language(address, language, greeting) -> None:
-    status, _, body = request(address, "/", {"Accept-Language": language})
+    status, _, body = request(address, "/", HOSTNAME, headers={"Accept-Language": language})
     page = body.decode()
     assert status == 200, page[:500]
     assert f'<h1 id="greeting">{greeting}</h1>' in page
@@ -132,7 +93,7 @@ def test_index_is_translated_for_the_accept_language(address, language, greeting
 
 
 def test_health_answers_json_from_a_uwsgi_worker_in_the_current_release(host, address) -> None:
-    status, headers, body = request(address, "/health/")
+    status, headers, body = request(address, "/health/", HOSTNAME)
     assert status == 200, body[:500]
     assert headers["content-type"].startswith("application/json")
     health = json.loads(body)
@@ -144,7 +105,7 @@ def test_health_answers_json_from_a_uwsgi_worker_in_the_current_release(host, ad
 
 
 def test_static_files_are_collected_and_served_by_nginx(address) -> None:
-    status, headers, body = request(address, "/static/chat/chat.js")
+    status, headers, body = request(address, "/static/chat/chat.js", HOSTNAME)
     assert status == 200
     assert body == (EXAMPLE / "chat" / "static" / "chat" / "chat.js").read_bytes()
     assert "expires" in headers
@@ -209,7 +170,7 @@ def test_a_vassal_no_longer_declared_is_removed_and_stopped(host) -> None:
     assert host.run("pgrep -f '^retired uWSGI master'").rc == 0
     master = uwsgi_master(host)
 
-    converged = run_site("--tags", "uwsgi")
+    converged = run_converge("--tags", "uwsgi")
 
     assert converged.returncode == 0, converged.stdout[-3000:] + converged.stderr[-2000:]
     assert re.search(r"changed: \[[^]]+\] => \(item=/etc/uwsgi/vassals/retired\.ini\)", converged.stdout)
@@ -274,7 +235,7 @@ def test_chat_reaches_every_client_of_the_room_and_the_archive_worker(address, l
     assert received["room"] == room
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        status, _, body = request(address, f"/messages/?room={room}")
+        status, _, body = request(address, f"/messages/?room={room}", HOSTNAME)
         if status == 200 and text in json.loads(body)["messages"]:
             return
         time.sleep(0.5)
@@ -381,31 +342,6 @@ class WebsocketWatcher(threading.Thread):
         return max(0, len(self.sessions) - 1)
 
 
-class HttpWatcher(threading.Thread):
-    """Asks /version/ through nginx and uwsgi every 0.2 s and records every answer that is not a 200."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(daemon=True)
-        self.address = address
-        self.stop = threading.Event()
-        self.answers = 0
-        self.failures: list[str] = []
-        self.versions: set[str] = set()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                status, _, body = request(self.address, "/version/")
-                self.answers += 1
-                if status == 200:
-                    self.versions.add(json.loads(body)["version"])
-                else:
-                    self.failures.append(f"HTTP {status}")
-            except (OSError, http.client.HTTPException) as exc:
-                self.failures.append(repr(exc))
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def redeploy(address, tmp_path_factory) -> dict:
     """Deploys the example with a new VERSION through `--tags deploy` while a websocket client and an HTTP client
@@ -418,18 +354,28 @@ def redeploy(address, tmp_path_factory) -> dict:
     # instance (nginx sends each new connection to the next one).
     clients = [WebsocketWatcher(address) for _ in range(WEBSOCKET_CLIENTS)]
     websocket = clients[0]
-    web = HttpWatcher(address)
+    # Asks /version/ through nginx and uwsgi every 0.2 s, recording every answer that is not a 200.
+    versions: set[str] = set()
+    web = HttpWatcher(address, "/version/", HOSTNAME, on_answer=lambda body: versions.add(json.loads(body)["version"]))
     for client in clients:
         client.start()
     web.start()
     assert wait_for(lambda: all(client.sessions for client in clients), 30), "not every client got connected"
-    deployed = run_site("--tags", "deploy", "--extra-vars", json.dumps({"app_source_dir": str(source)}))
+    deployed = run_converge("--tags", "deploy", "--extra-vars", json.dumps({"app_source_dir": str(source)}))
     time.sleep(3)  # the watchers talk to the new code for a while
-    for client in [*clients, web]:
+    for client in clients:
         client.stop.set()
-    for client in [*clients, web]:
+    web.finish(30)
+    for client in clients:
         client.join(30)
-    return {"version": version, "deploy": deployed, "websocket": websocket, "clients": clients, "web": web}
+    return {
+        "version": version,
+        "deploy": deployed,
+        "websocket": websocket,
+        "clients": clients,
+        "web": web,
+        "versions": versions,
+    }
 
 
 def test_redeploy_succeeds(redeploy) -> None:
@@ -438,10 +384,10 @@ def test_redeploy_succeeds(redeploy) -> None:
 
 
 def test_redeploy_serves_the_new_version_over_https(redeploy, host, address) -> None:
-    status, _, body = request(address, "/version/")
+    status, _, body = request(address, "/version/", HOSTNAME)
     assert status == 200
     assert json.loads(body)["version"] == redeploy["version"]
-    status, _, body = request(address, "/", {"Accept-Language": "de"})
+    status, _, body = request(address, "/", HOSTNAME, headers={"Accept-Language": "de"})
     assert "Willkommen im Chat" in body.decode()
     assert redeploy["version"] in body.decode()
     current = host.check_output(f"readlink -f {BASE}/current")
@@ -454,7 +400,7 @@ def test_http_requests_keep_being_answered_during_the_redeploy(redeploy) -> None
     web = redeploy["web"]
     assert web.answers > 10
     assert web.failures == []
-    assert redeploy["version"] in web.versions
+    assert redeploy["version"] in redeploy["versions"]
 
 
 def test_websocket_client_reconnects_to_the_new_code_within_5_seconds(redeploy) -> None:

@@ -4,17 +4,10 @@ programs still run as their users and answer through nginx."""
 
 from __future__ import annotations
 
-import http.client
-import os
-import re
-import ssl
-from pathlib import Path
-
 import pytest
-import yaml
+from pyweb_molecule import example_settings, main_pid, measured_score, proc_status, published_score, request
 
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-SETTINGS = yaml.safe_load((PROJECT / "examples/django_channels/inventory/group_vars/all.yml").read_text("utf-8"))
+SETTINGS = example_settings("django_channels")
 APP = SETTINGS["app_name"]
 HOSTNAME = SETTINGS["nginx_sites"][0]["server_name"][0]
 WORKER = SETTINGS["daphne_workers"][0]["name"]
@@ -35,33 +28,6 @@ NGINX_CAPABILITIES = {
     "CAP_NET_BIND_SERVICE": 10,
     "CAP_SYS_RESOURCE": 24,
 }
-
-
-def published_score(role: str, row_name: str, codename: str) -> float:
-    """The score the role README's Sandboxing table publishes for a unit on the Debian release `codename`."""
-    text = (PROJECT / "roles" / role / "README.md").read_text("utf-8")
-    section = text.split("\n## Sandboxing\n", 1)[1].split("\n## ", 1)[0]
-    rows = [
-        [cell.strip() for cell in line.strip().strip("|").split("|")]
-        for line in section.splitlines()
-        if line.startswith("|")
-    ]
-    column = next(i for i, title in enumerate(rows[0]) if codename in title.lower())
-    return float(next(row for row in rows[2:] if row[0].strip("`") == row_name)[column])
-
-
-def measured_score(host, unit: str) -> float:
-    out = host.check_output(f"systemd-analyze security {unit} --no-pager")
-    return float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out).group(1))
-
-
-def main_pid(host, unit: str) -> int:
-    return int(host.check_output(f"systemctl show --property MainPID --value {unit}"))
-
-
-def proc_status(host, pid: int) -> dict[str, str]:
-    status = host.file(f"/proc/{pid}/status").content_string
-    return {key: value.strip() for key, value in (line.split(":", 1) for line in status.splitlines() if ":" in line)}
 
 
 def pids_of_user(host, user: str, pattern: str) -> list[int]:
@@ -134,14 +100,5 @@ def test_daphne_may_write_only_the_shared_directory(host, unit) -> None:
 
 @pytest.mark.parametrize("path", ["/", "/health/"])
 def test_pages_answer_through_the_sandboxed_nginx(host, path) -> None:
-    address = host.check_output("hostname -I").split()[0]
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    connection = http.client.HTTPSConnection(address, timeout=30, context=context)
-    try:
-        connection.request("GET", path, headers={"Host": HOSTNAME})
-        status = connection.getresponse().status
-    finally:
-        connection.close()
+    status, _, _ = request(host.check_output("hostname -I").split()[0], path, HOSTNAME)
     assert status == 200

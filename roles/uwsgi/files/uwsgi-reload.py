@@ -6,14 +6,19 @@ takes for the new release to answer. The master's interpreter and its sys.path c
 with; when <base>/current/.venv resolves elsewhere than at the last reload (the venv marker), or with --full, the
 whole vassal reloads instead (touch-reload: the master re-executes itself, keeping its sockets).
 
-  uwsgi-reload --app NAME [--config-dir /etc/uwsgi] [--full] [--timeout 90]
+With --environment (the app's environment file changed) the whole vassal reloads twice: uwsgi re-executes itself
+with the environment it holds in memory, which its configuration read (for-readline/env) sets, so the first reload
+reads the new values and only the second starts master and workers with them in their exec-time environment
+(/proc/<pid>/environ).
+
+  uwsgi-reload --app NAME [--config-dir /etc/uwsgi] [--full | --environment] [--timeout 90]
 
 Reads the pidfile, the touch files, the process count and <base>/current from the vassal file
 <config-dir>/vassals/NAME.ini, touches the right file, then waits until the master has its full set of workers,
 none of them from before the reload, each with the release <base>/current resolves to as its working directory
 (where /proc lets it read that).
-Prints one JSON object: action (none | chain-reload | reload), master pid, release, workers. Exit status 1 when
-the workers did not come up within --timeout.
+Prints one JSON object: action (none | chain-reload | reload), master pid, release, workers, reloads (how many
+times the vassal was reloaded). Exit status 1 when the workers did not come up within --timeout.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ def is_uwsgi(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"uwsgi" in cmdline.lower()  # procname-prefix makes it "<app> uWSGI worker 1"
+    return b"uwsgi" in cmdline.lower()  # "/usr/bin/uwsgi-core --ini /etc/uwsgi/vassals/<app>.ini"
 
 
 def read_pid(pidfile: str) -> int | None:
@@ -105,7 +110,12 @@ def cwd_of(pid: int) -> str | None:
 
 
 def touch(path: str) -> None:
-    Path(path).touch(exist_ok=True)
+    """Give the file a new modification time; uwsgi compares whole seconds, so a second touch waits for the next."""
+    file = Path(path)
+    previous = int(file.stat().st_mtime) if file.exists() else 0
+    file.touch(exist_ok=True)
+    while int(time.time()) <= previous:
+        time.sleep(0.05)
     now = time.time()
     os.utime(path, (now, now))
 
@@ -141,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", required=True, help="vassal name (the app)")
     parser.add_argument("--config-dir", default="/etc/uwsgi")
     parser.add_argument("--full", action="store_true", help="reload the whole vassal, not worker by worker")
+    parser.add_argument(
+        "--environment", action="store_true", help="the environment file changed: reload the whole vassal twice"
+    )
     parser.add_argument("--timeout", type=float, default=90.0)
     args = parser.parse_args(argv)
 
@@ -163,22 +176,23 @@ def main(argv: list[str] | None = None) -> int:
         loaded_venv = marker.read_text(encoding="utf-8").strip()
     except OSError:
         loaded_venv = ""
-    full = args.full or loaded_venv != venv
-    before = children(master)
-    touch(vassal["touch-reload"] if full else vassal["touch-chain-reload"])
-    try:
-        workers = wait_for_workers(
-            master, before, int(vassal.get("processes", "1")), release, time.monotonic() + args.timeout
-        )
-    except TimeoutError as exc:
-        return emit({"action": "reload" if full else "chain-reload", "master": master, "error": str(exc)}, False)
+    full = args.full or args.environment or loaded_venv != venv
+    action = "reload" if full else "chain-reload"
+    reloads = 2 if args.environment else 1
+    deadline = time.monotonic() + args.timeout
+    workers: list[int] = []
+    for _reload in range(reloads):
+        before = children(master)
+        touch(vassal["touch-reload"] if full else vassal["touch-chain-reload"])
+        try:
+            workers = wait_for_workers(master, before, int(vassal.get("processes", "1")), release, deadline)
+        except TimeoutError as exc:
+            return emit({"action": action, "master": master, "error": str(exc)}, False)
     # Only root can record the venv (the marker sits in the emperor's runtime directory); without the record the
     # next reload is a full one, which is always safe.
     with contextlib.suppress(OSError):
         marker.write_text(venv + "\n", encoding="utf-8")
-    return emit(
-        {"action": "reload" if full else "chain-reload", "master": master, "release": release, "workers": workers}
-    )
+    return emit({"action": action, "master": master, "release": release, "workers": workers, "reloads": reloads})
 
 
 if __name__ == "__main__":
