@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pyweb_molecule import children, proc_status
 
 BASE = "/srv/flaskapp"
 SOCKET = "/run/flaskapp/gunicorn.sock"
@@ -26,9 +27,7 @@ def master(host) -> int:
 
 @pytest.fixture
 def workers(host, master) -> list[int]:
-    found = host.check_output(f"pgrep -P {master}").split()
-    assert found, "the gunicorn master has no workers"
-    return [int(pid) for pid in found]
+    return children(host, master)
 
 
 @pytest.fixture
@@ -45,7 +44,7 @@ def test_supervisor_runs_the_program(host):
 def test_workers_are_gevent_workers_of_the_app_user(host, master, workers):
     uid = host.user("flaskapp").uid
     for pid in [master, *workers]:
-        real_uid = int(host.file(f"/proc/{pid}/status").content_string.split("Uid:")[1].split()[0])
+        real_uid = int(proc_status(host, pid)["Uid"].split()[0])
         assert real_uid == uid, f"process {pid} runs as uid {real_uid}, not flaskapp"
     for pid in workers:
         # The gevent worker loads gevent's compiled hub from the release's venv.

@@ -5,6 +5,7 @@ marker value)."""
 from __future__ import annotations
 
 import pytest
+from pyweb_molecule import children, environ
 
 BASE = "/srv/flaskapp"
 PIDFILE = "/run/flaskapp/gunicorn.pid"
@@ -12,10 +13,7 @@ PIDFILE = "/run/flaskapp/gunicorn.pid"
 
 @pytest.fixture
 def workers(host) -> list[int]:
-    master = int(host.file(PIDFILE).content_string.strip())
-    found = host.check_output(f"pgrep -P {master}").split()
-    assert found, "the gunicorn master has no workers"
-    return [int(pid) for pid in found]
+    return children(host, int(host.file(PIDFILE).content_string.strip()))
 
 
 def test_env_file_is_private_and_reaches_the_workers(host, workers):
@@ -25,6 +23,6 @@ def test_env_file_is_private_and_reaches_the_workers(host, workers):
     assert env.mode == 0o640
     assert "PYWEB_MARKER=value with spaces and $dollar" in env.content_string.splitlines()
     for pid in workers:
-        environ = host.run(f"runuser -u flaskapp -- cat /proc/{pid}/environ").stdout.split("\0")
-        assert "PYWEB_MARKER=value with spaces and $dollar" in environ
-        assert "UPLOAD_DIR=/srv/flaskapp/shared/uploads" in environ
+        started_with = environ(host, pid, user="flaskapp")
+        assert started_with["PYWEB_MARKER"] == "value with spaces and $dollar"
+        assert started_with["UPLOAD_DIR"] == "/srv/flaskapp/shared/uploads"

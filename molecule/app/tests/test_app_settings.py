@@ -1,6 +1,7 @@
-"""Settings a user changes (app scenario): the wheelhouse follows the host's interpreter, requirements that build
-from source are refused before the build, gevent blockers are warned about, and bools pass as -e strings.
-side_effect_settings.yml records its runs in /root/pyweb-app-settings.json."""
+"""Settings a user changes (app scenario): the wheelhouse follows the host's interpreter, an sdist-only requirement
+is built into a wheel on the host, source builds without their build packages are refused before the build,
+gevent blockers are warned about, and bools pass as -e strings. side_effect_settings.yml records its runs in
+/root/pyweb-app-settings.json."""
 
 from __future__ import annotations
 
@@ -40,9 +41,36 @@ def test_the_wheelhouse_is_named_after_the_hosts_interpreter(host) -> None:
 
 
 def test_source_builds_are_refused_before_anything_changes(record) -> None:
+    # With the wheelhouse too: its fallback would build psycopg2 on the host, without the packages it needs.
     assert any("psycopg2-binary" in line for line in record["wheelhouse_refusal"])
+    assert any("app_system_packages" in line for line in record["wheelhouse_refusal"])
     assert any("app_system_packages" in line for line in record["build_packages_refusal"])
     assert record["release_after_refused"] == record["release_before"]
+
+
+def test_an_sdist_only_requirement_was_built_on_the_host_into_the_wheelhouse(host, record) -> None:
+    # docopt 0.6.2 has no wheel on PyPI: the venv got it from the shipped wheelhouse, which holds no sdist.
+    assert record["docopt_version"] == "0.6.2"
+    shipped = record["docopt_host_wheelhouse"]
+    (wheel,) = (path.rsplit("/", 1)[1] for path in shipped)
+    assert wheel.startswith("docopt-0.6.2-"), shipped
+    assert wheel.endswith("-none-any.whl"), shipped
+    # The wheel the host built is the one the controller's cache got back, and the one the host installed from.
+    (key,) = {path.split("/")[-2] for path in shipped}
+    built = host.file(f"{BASE}/cache/wheel-build/{key}/out/{wheel}")
+    assert built.exists, "no wheel was built on the host"
+    assert built.sha256sum == record["docopt_cached_sha256"] == host.file(shipped[0]).sha256sum
+    assert [path.split("/")[-2] for path in record["docopt_cached_wheels"]] == [key]
+    # Built by the app user, from the sdist shipped with setuptools and wheel for the host's interpreter.
+    assert host.file(f"{BASE}/cache/wheel-build/{key}/work/venv").user == "flaskapp"
+    sources = host.check_output(f"ls {BASE}/cache/wheel-build/{key}/src").split()
+    assert "docopt-0.6.2.tar.gz" in sources
+    assert any(name.startswith("setuptools-") and name.endswith(".whl") for name in sources), sources
+
+
+def test_the_sdist_build_reran_with_nothing_changed(record) -> None:
+    assert len(record["gevent_again_recap"]) == 1
+    assert "changed=0 " in record["gevent_again_recap"][0]
 
 
 def test_gevent_blocker_is_warned_about_and_deployed(record) -> None:

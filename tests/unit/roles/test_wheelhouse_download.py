@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -150,6 +152,9 @@ def test_pip_arguments_carry_every_tag_of_the_host() -> None:
     assert args[args.index("--implementation") + 1] == "cp"
     assert [args[i + 1] for i, arg in enumerate(args) if arg == "--platform"] == target["platforms"]
     assert args[-5:] == ["--requirement", "req.txt", "--dest", "out", "--quiet"]
+    # With an sdist directory: wheels still first, an sdist only where no wheel fits the host.
+    with_sdists = wheelhouse_download.pip_download_args(target, "req.txt", "out", ["--quiet"], allow_sdists=True)
+    assert with_sdists == ["download", "--prefer-binary", *args[2:]]
 
 
 @pytest.mark.parametrize(
@@ -170,3 +175,152 @@ def test_a_target_without_platforms_is_refused() -> None:
     target = as_python(probe_target(), "3.11.2") | {"platforms": []}
     with pytest.raises(wheelhouse_download.TargetError, match="'platforms'"):
         wheelhouse_download.read_target(json.dumps(target))
+
+
+# An in-tree PEP 517 backend for the sdist-only project below: it imports its build requirement, so a build
+# only works where that requirement was installed into the isolated build environment.
+BACKEND = """
+import base64, hashlib, os, zipfile
+
+import pyweb_build_dep  # noqa: F401
+
+DIST_INFO = "pyweb_sdist_only-1.0.dist-info"
+METADATA = "Metadata-Version: 2.1\\nName: pyweb-sdist-only\\nVersion: 1.0\\nRequires-Dist: pyweb-plain-dep\\n"
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    os.makedirs(os.path.join(metadata_directory, DIST_INFO))
+    with open(os.path.join(metadata_directory, DIST_INFO, "METADATA"), "w") as handle:
+        handle.write(METADATA)
+    return DIST_INFO
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    files = {
+        "pyweb_sdist_only.py": b"BUILT = True\\n",
+        DIST_INFO + "/METADATA": METADATA.encode(),
+        DIST_INFO + "/WHEEL": b"Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append("%s,sha256=%s,%d" % (path, digest, len(data)))
+    record.append(DIST_INFO + "/RECORD,,")
+    name = "pyweb_sdist_only-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+        archive.writestr(DIST_INFO + "/RECORD", "\\n".join(record) + "\\n")
+    return name
+"""
+
+PYPROJECT = """[build-system]
+requires = ["pyweb-build-dep==1.0"]
+build-backend = "backend"
+backend-path = ["."]
+"""
+
+
+def build_sdist(directory: Path, files: dict[str, str], name: str = "pyweb_sdist_only-1.0") -> Path:
+    sdist = directory / f"{name}.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}/{path}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return sdist
+
+
+@pytest.fixture
+def sdist_links(links: Path) -> Path:
+    """The find-links directory with an sdist-only project and its build requirement (a wheel)."""
+    build_wheel(links, "pyweb_build_dep", "1.0")
+    build_sdist(links, {"pyproject.toml": PYPROJECT, "backend.py": BACKEND, "PKG-INFO": "Metadata-Version: 2.1\n"})
+    return links
+
+
+def download_with_sdists(requirements: Path, links: Path, tmp_path: Path, sdists: bool = True) -> int:
+    target = as_python(probe_target(), "3.11.2")
+    sdist_args = ["--sdist-dest", str(tmp_path / "sd"), "--manifest", str(tmp_path / "sd" / "m.json")] if sdists else []
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--target", json.dumps(target), "--requirement", str(requirements),
+         "--dest", str(tmp_path / "wh"), *sdist_args, "--", "--no-index", "--find-links", str(links), "--quiet"],
+        env=isolated_pip_env(),
+        check=False,
+    ).returncode  # fmt: skip
+
+
+def test_an_sdist_only_requirement_comes_with_its_build_requirements(sdist_links: Path, tmp_path: Path) -> None:
+    requirements = tmp_path / "req.txt"
+    requirements.write_text("pyweb-sdist-only==1.0\n")
+    assert download_with_sdists(requirements, sdist_links, tmp_path) == 0
+    # Its dependency (a wheel) is in the wheelhouse; the sdist and its build requirement are kept apart.
+    assert sorted(path.name for path in (tmp_path / "wh").iterdir()) == ["pyweb_plain_dep-1.0-py3-none-any.whl"]
+    assert sorted(path.name for path in (tmp_path / "sd").iterdir()) == [
+        "m.json",
+        "pyweb_build_dep-1.0-py3-none-any.whl",
+        "pyweb_sdist_only-1.0.tar.gz",
+    ]
+    manifest = json.loads((tmp_path / "sd" / "m.json").read_text())
+    assert manifest == {
+        "build_requires": ["pyweb-build-dep==1.0"],
+        "sdists": [{"file": "pyweb_sdist_only-1.0.tar.gz", "name": "pyweb-sdist-only", "version": "1.0"}],
+    }
+
+
+def test_the_shipped_sdist_builds_with_no_index(sdist_links: Path, tmp_path: Path) -> None:
+    """What wheelhouse_build.yml runs on the host, here: only the sdist directory, no index."""
+    requirements = tmp_path / "req.txt"
+    requirements.write_text("pyweb-sdist-only==1.0\n")
+    assert download_with_sdists(requirements, sdist_links, tmp_path) == 0
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--use-pep517", "--no-cache-dir",
+         "--find-links", str(tmp_path / "sd"), "--wheel-dir", str(out), "--quiet",
+         str(tmp_path / "sd" / "pyweb_sdist_only-1.0.tar.gz")],
+        check=True,
+        env=isolated_pip_env(),
+    )  # fmt: skip
+    assert [path.name for path in out.iterdir()] == ["pyweb_sdist_only-1.0-py3-none-any.whl"]
+
+
+def test_without_the_sdist_directory_an_sdist_only_requirement_fails(sdist_links: Path, tmp_path: Path) -> None:
+    requirements = tmp_path / "req.txt"
+    requirements.write_text("pyweb-sdist-only==1.0\n")
+    assert download_with_sdists(requirements, sdist_links, tmp_path, sdists=False) != 0
+
+
+def test_a_wheel_is_preferred_to_an_sdist(sdist_links: Path, tmp_path: Path) -> None:
+    build_sdist(sdist_links, {"setup.py": "raise SystemExit('never built')\n"}, name="pyweb_plain_dep-1.0")
+    requirements = tmp_path / "req.txt"
+    requirements.write_text("pyweb-plain-dep==1.0\n")
+    assert download_with_sdists(requirements, sdist_links, tmp_path) == 0
+    assert [path.name for path in (tmp_path / "wh").iterdir()] == ["pyweb_plain_dep-1.0-py3-none-any.whl"]
+    assert json.loads((tmp_path / "sd" / "m.json").read_text()) == {"build_requires": [], "sdists": []}
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"setup.py": ""}, ["setuptools>=40.8.0", "wheel"]),
+        ({"pyproject.toml": "[tool.black]\n"}, ["setuptools>=40.8.0", "wheel"]),
+        (
+            {
+                "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\n'
+                'build-backend = "setuptools.build_meta"\n'
+            },
+            ["setuptools>=61", "wheel"],
+        ),
+        (
+            {"pyproject.toml": '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'},
+            ["hatchling"],
+        ),
+    ],
+)
+def test_build_requirements_as_pip_asks_for_them(tmp_path: Path, files: dict[str, str], expected: list[str]) -> None:
+    assert wheelhouse_download.build_requires(build_sdist(tmp_path, files, name="x-1.0")) == expected
