@@ -600,25 +600,13 @@ ENVIRONMENT_MODULE = SCRIPT.parent / "gunicorn_environment.py"
 
 # The wiring of roles/gunicorn/templates/gunicorn.conf.py.j2: the module loaded once per program image, the env
 # file remembered at the first load, the re-exec asked for in on_reload.
-GUNICORN_ENV_CONF = """
+GUNICORN_ENV_CONF = (
+    GUNICORN_CONF
+    + """
 import importlib.util
-import sys
 
-chdir = {current!r}
-bind = ["unix:{socket}"]
-pidfile = {pidfile!r}
-workers = 2
-worker_class = "sync"
 graceful_timeout = 10
-preload_app = False
-errorlog = {errorlog!r}
 ENV_FILE = {env_file!r}
-
-
-def on_starting(server):
-    import os
-    with open({marker!r}, "w", encoding="utf-8") as marker:
-        marker.write(os.path.realpath(sys.prefix) + "\\n")
 
 
 def environment_module(name="pyweb_gunicorn_environment", path={module!r}):
@@ -637,6 +625,7 @@ ENVIRONMENT.remember_started_file(ENV_FILE)
 def on_reload(server):
     ENVIRONMENT.reexec_for_environment(server, ENV_FILE)
 """
+)
 
 ENV_APP = """
 import os
