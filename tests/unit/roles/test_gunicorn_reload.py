@@ -520,28 +520,38 @@ print(data.split(b"\\r\\n\\r\\n", 1)[1].decode(), end="")
 """
 
 
-@pytest.fixture
-def gunicorn(site: Site, gunicorn_venv: Path) -> Iterator[RealGunicorn]:
-    for name in ("r1", "r2"):
-        (site.release(name) / "app.py").write_text(WSGI_APP, encoding="utf-8")
+def start_real_gunicorn(
+    site: Site, venv: Path, template: str, *, env: dict[str, str] | None = None, **values: str
+) -> RealGunicorn:
+    """Writes the config from `template` for the site (with `values` for its own placeholders), starts a real
+    gunicorn master from it (with `env`) and waits for its two workers."""
     (site.release("r1") / ".venv").unlink()
-    os.symlink(str(gunicorn_venv), str(site.release("r1") / ".venv"))
-    os.symlink(str(gunicorn_venv), str(site.release("r2") / ".venv"))
+    os.symlink(str(venv), str(site.release("r1") / ".venv"))
     socket_path = site.run / "g.sock"
     config = site.run / "gunicorn.conf.py"
     config.write_text(
-        GUNICORN_CONF.format(
+        template.format(
             current=str(site.current),
             socket=socket_path,
             pidfile=str(site.pidfile),
             errorlog=str(site.run / "error.log"),
             marker=str(site.marker),
+            **values,
         ),
         encoding="utf-8",
     )
-    real = RealGunicorn(site=site, venv=gunicorn_venv, config=config, socket=socket_path)
-    subprocess.run(real.command(), check=True, timeout=30)
+    real = RealGunicorn(site=site, venv=venv, config=config, socket=socket_path)
+    subprocess.run(real.command(), check=True, timeout=30, env=env)
     wait_for(lambda: master_pid(site) is not None and len(children(master_pid(site) or 0)) == 2, timeout=20)
+    return real
+
+
+@pytest.fixture
+def gunicorn(site: Site, gunicorn_venv: Path) -> Iterator[RealGunicorn]:
+    for name in ("r1", "r2"):
+        (site.release(name) / "app.py").write_text(WSGI_APP, encoding="utf-8")
+    os.symlink(str(gunicorn_venv), str(site.release("r2") / ".venv"))
+    real = start_real_gunicorn(site, gunicorn_venv, GUNICORN_CONF)
     yield real
     pid = master_pid(site)
     if pid:
@@ -671,29 +681,13 @@ class SocketLoad(threading.Thread):
 @pytest.fixture
 def env_gunicorn(site: Site, gunicorn_venv: Path) -> Iterator[RealGunicorn]:
     (site.release("r1") / "app.py").write_text(ENV_APP, encoding="utf-8")
-    (site.release("r1") / ".venv").unlink()
-    os.symlink(str(gunicorn_venv), str(site.release("r1") / ".venv"))
     env_file = site.base / ".env"
     env_file.write_text("# comment\nPYWEB_SECRET=old\nPYWEB_DROPPED=x\n", encoding="utf-8")
-    socket_path = site.run / "g.sock"
-    config = site.run / "gunicorn.conf.py"
-    config.write_text(
-        GUNICORN_ENV_CONF.format(
-            current=str(site.current),
-            socket=socket_path,
-            pidfile=str(site.pidfile),
-            errorlog=str(site.run / "error.log"),
-            env_file=str(env_file),
-            module=str(ENVIRONMENT_MODULE),
-            marker=str(site.marker),
-        ),
-        encoding="utf-8",
-    )
-    real = RealGunicorn(site=site, venv=gunicorn_venv, config=config, socket=socket_path)
     # What bin/app-env does: the file's values exported, then exec.
     env = {**os.environ, "PYWEB_SECRET": "old", "PYWEB_DROPPED": "x"}
-    subprocess.run(real.command(), check=True, timeout=30, env=env)
-    wait_for(lambda: master_pid(site) is not None and len(children(master_pid(site) or 0)) == 2, timeout=20)
+    real = start_real_gunicorn(
+        site, gunicorn_venv, GUNICORN_ENV_CONF, env=env, env_file=str(env_file), module=str(ENVIRONMENT_MODULE)
+    )
     yield real
     pid = master_pid(site)
     if pid:
