@@ -58,6 +58,15 @@ if [ -n "$failed" ]; then
         echo "=== last 200 lines of $log_dir/$run.log"
         tail -n 200 "$log_dir/$run.log"
     done
+    # Last, so that the end of the output says why even when only its last lines are kept: each failed run's
+    # failing tasks with the first lines of what they said, colours stripped and long lines cut.
+    for run in $failed; do
+        echo "=== why $run failed"
+        sed 's/\x1b\[[0-9;]*m//g' "$log_dir/$run.log" | awk '
+            /TASK \[/ { task = $0 }
+            /fatal: \[|failed: \[|FAILED! =>|ERROR! / { print task; shown = 8 }
+            shown > 0 { print substr($0, 1, 600); shown-- }' | tail -n 14
+    done
     echo "molecule: failed: $(echo "$failed" | tr '\n' ' ')"
     exit 1
 fi
