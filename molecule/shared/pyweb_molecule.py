@@ -8,8 +8,10 @@ Importable from every scenario's tests: pyproject.toml puts this folder on pytes
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -18,10 +20,43 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 import yaml
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[2]))
+
+
+def load_source(name: str, path: Path) -> ModuleType:
+    """Import a Python file that is no package module (a host tool under roles/*/files, another test file) by
+    path, as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cached_venv(directory: Path, *packages: str) -> Path:
+    """A venv at `directory` with `packages` from the package index, built once and kept for later runs (under
+    .cache/); the test is skipped when the index cannot be reached."""
+    python = directory / "bin" / "python"
+    if not python.exists():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(directory)], check=True, timeout=120)
+        install = subprocess.run(
+            [str(python), "-m", "pip", "install", "--disable-pip-version-check", *packages],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        if install.returncode != 0:
+            shutil.rmtree(directory, ignore_errors=True)
+            pytest.skip(f"cannot install {' '.join(packages)} from the package index: {install.stderr[-500:]}")
+    return directory
 
 
 def example_settings(example: str) -> dict:
@@ -41,6 +76,16 @@ def run_converge(*arguments: str, timeout: float = 600) -> subprocess.CompletedP
         str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"),
     ]
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def wait_for(check: Callable[[], object], seconds: float, interval: float = 0.5) -> bool:
+    """Polls check until it is true or seconds have passed (a bounded wait, never a timing assert)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return False
 
 
 # Processes

@@ -145,10 +145,15 @@ def test_env_file_reaches_the_workers(host, master, workers):
     assert json.loads(curl(host, "/api/version").stdout)["marker"] == marker
 
 
-def test_new_requirements_restarted_the_master_into_the_new_venv(record):
-    v1, v2 = record["v1"], record["v2"]
+def test_new_requirements_moved_the_master_into_the_new_venv_in_place_under_load(record):
+    v1, v2, load = record["v1"], record["v2"], record["v2_load"]
+    assert load["failed"] == 0, load["errors"]
+    assert load["ok"] > 0
+    assert load["versions"] == ["1.0.0", "2.0.0"]
     assert v2["venv"] != v1["venv"]
-    assert v2["master"] != v1["master"], "the master was not restarted"
+    assert v2["master"] == v1["master"], "the master was restarted, not executed again in place"
+    assert v2["master_argv0"] == f"{v2['venv']}/bin/python"
+    assert not set(v2["workers"]) & set(v1["workers"]), "old workers survived"
     assert v2["answer"]["version"] == "2.0.0"
     assert v2["answer"]["prefix"] == v2["venv"]
     assert v2["answer"]["executable"] == f"{v2['venv']}/bin/python"

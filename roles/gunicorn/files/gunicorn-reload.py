@@ -1,24 +1,27 @@
 """Release-aware reload of one gunicorn master, installed by pyweb.stack.gunicorn (run as root).
 
 A plain HUP is not enough after a deploy: gunicorn resolved its working directory when it started. The config
-pyweb.stack.gunicorn writes sets chdir to <base>/current, which gunicorn re-resolves on HUP, so new workers fork
-in the new release and import its code. That only holds while the venv stays the same: the master's interpreter
-and installed packages come from the venv it was started from (recorded by the config's on_starting hook in the
-venv marker file). When <base>/current/.venv resolves elsewhere, the master is restarted instead.
+pyweb.stack.gunicorn writes sets chdir to <base>/current, which gunicorn re-resolves on HUP, and the config's
+on_reload hook (gunicorn_environment.py) then executes the master again in place, same pid, sockets kept open,
+when the release, the venv <base>/current/.venv resolves to or the env file differ from what its program image
+started with; its old workers serve until the new image's workers have loaded the app. So a HUP moves the master
+into a new venv too, without a refused request. The config's on_starting hook records the venv of the image in
+the venv marker file, with a second line saying it can switch venvs in place; a master without that line (started
+before the role could, or by hand) is restarted instead when the venv changed.
 
   gunicorn-reload --pidfile P --current DIR --venv-marker F [--env-file F] [--force-restart | --wait-only]
                   -- RESTART COMMAND...
 
---env-file F also waits until the master and every worker were executed with each KEY=VALUE of F (the master
-executes itself again in place on the HUP when the file changed: gunicorn_environment.py).
+--env-file F also waits until the master and every worker were executed with each KEY=VALUE of F.
 
 --wait-only signals nothing: it waits for the master the pidfile names to have its workers in <current> (a
 master a process manager has just started, while handing the socket over from another one).
 
-Waits until every worker of the (new) master has the release <current> resolves to as its working directory, and
-prints one JSON object: action (none | hup | restart), master pid, release, workers. The whole run, the restart
-command included, is bounded by --timeout. A pidfile whose process is not a gunicorn (a stale file whose pid
-was reused) counts as "not running": no signal ever goes to a process that is not gunicorn.
+Waits until every worker of the (new) master has the release <current> resolves to as its working directory (and,
+when the venv changed, until master and workers run that venv's Python), and prints one JSON object: action (none
+| hup | reexec | restart), master pid, release, workers. The whole run, the restart command included, is bounded by
+--timeout. A pidfile whose process is not a gunicorn (a stale file whose pid was reused) counts as "not running":
+no signal ever goes to a process that is not gunicorn.
 """
 
 from __future__ import annotations
@@ -31,99 +34,27 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, "/usr/local/lib/pyweb-stack")  # the host library of pyweb.stack.common (host_library.yml)
+from ansible_collections.pyweb.stack.plugins.module_utils._procs import (
+    children,
+    cmdline,
+    cwd_of,
+    environ_of,
+    read_pid,
+)
 
-def read_pid(pidfile: str) -> int | None:
-    """The live gunicorn master the pidfile names, or None."""
-    try:
-        with open(pidfile, encoding="ascii") as handle:
-            pid = int(handle.read().strip() or "0")
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 0 and is_gunicorn(pid) else None
-
-
-def is_gunicorn(pid: int) -> bool:
-    """True for a running gunicorn process: its command line (or setproctitle's title) names gunicorn.
-
-    A pidfile outlives a master that was killed hard, and its pid may since belong to anything else; a zombie
-    has an empty command line.
-    """
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"gunicorn" in handle.read()
-    except OSError:
-        return False
+# The second line of the venv marker of a master that switches venvs in place on HUP (gunicorn.conf.py.j2).
+SWITCHES_VENV = "switches-venv-in-place"
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return sorted(found)
+def run_as_owner(argv: list[str]) -> tuple[int, str, str]:
+    """The runner _procs reads another user's /proc entries through (root in a container lacks CAP_SYS_PTRACE)."""
+    completed = subprocess.run(argv, capture_output=True, check=False, timeout=10)
+    return completed.returncode, os.fsdecode(completed.stdout), os.fsdecode(completed.stderr)
 
 
-def cwd_of(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/cwd")
-    except PermissionError:
-        target = as_owner(pid, lambda: os.readlink(f"/proc/{pid}/cwd").encode())
-        return target.decode(errors="replace") if target else None
-    except OSError:
-        return None
-
-
-def environ_of(pid: int) -> dict[str, str] | None:
-    """The environment the process was executed with (/proc/<pid>/environ), or None."""
-
-    def read() -> bytes:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            return handle.read()
-
-    try:
-        raw: bytes | None = read()
-    except PermissionError:
-        raw = as_owner(pid, read)
-    except OSError:
-        raw = None
-    if raw is None:
-        return None
-    return dict(os.fsdecode(item).split("=", 1) for item in raw.split(b"\0") if b"=" in item)
-
-
-def as_owner(pid: int, read) -> bytes | None:
-    """What read() returns when run as the process's own user: root without CAP_SYS_PTRACE (containers) may not
-    read another user's /proc/<pid>/cwd or environ. None when it failed."""
-    try:
-        info = os.stat(f"/proc/{pid}")
-    except OSError:
-        return None
-    reader, writer = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the forked child
-        os.close(reader)
-        status = 1
-        try:
-            os.setgroups([])
-            os.setgid(info.st_gid)
-            os.setuid(info.st_uid)
-            os.write(writer, read())
-            status = 0
-        except OSError:
-            pass
-        os._exit(status)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        data = pipe.read()
-    _pid, status = os.waitpid(child, 0)
-    return data if status == 0 else None
+def master_pid(pidfile: str) -> int | None:
+    return read_pid(pidfile, "gunicorn")
 
 
 def parse_env_file(path: str) -> dict[str, str]:
@@ -138,19 +69,34 @@ def missing_environment(pids: list[int], wanted: dict[str, str]) -> dict[int, li
     """For each process whose environment lacks a KEY=VALUE of `wanted`: those keys (values are never shown)."""
     missing = {}
     for pid in pids:
-        env = environ_of(pid)
+        env = environ_of(pid, run_as_owner)
         keys = sorted(wanted) if env is None else sorted(k for k, v in wanted.items() if env.get(k) != v)
         if keys:
             missing[pid] = keys
     return missing
 
 
-def read_marker(path: str) -> str | None:
+def read_marker(path: str) -> tuple[str | None, bool]:
+    """The venv the master's image runs from, and whether it switches venvs in place on HUP."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read().strip() or None
+            lines = handle.read().split("\n")
     except OSError:
-        return None
+        return None, False
+    return (lines[0].strip() or None), SWITCHES_VENV in (line.strip() for line in lines[1:])
+
+
+def plan(running_venv: str | None, switches: bool, wanted_venv: str, *, force_restart: bool, wait_only: bool) -> str:
+    """What a reload takes: "wait" (signal nothing), "hup" (same venv), "reexec" (a HUP after which the master
+    executes itself again in place in the new venv), or "restart" (forced, no marker, or a master that cannot
+    switch in place)."""
+    if wait_only:
+        return "wait"
+    if force_restart or running_venv is None:
+        return "restart"
+    if running_venv == wanted_venv:
+        return "hup"
+    return "reexec" if switches else "restart"
 
 
 def wait_for_release(
@@ -161,18 +107,27 @@ def wait_for_release(
     deadline: float,
     *,
     environment: dict[str, str] | None = None,
+    venv: tuple[str, str] | None = None,
 ) -> dict:
-    """Until a master (a new one when old_master is given) has only new workers, all running in `release`, and
-    (when `environment` is given) the master and every worker were executed with each of its KEY=VALUE pairs."""
+    """Until a master (a new one when old_master is given) has only new workers, all running in `release`, (when
+    `venv` = (marker file, venv) is given) the master's image runs that venv, and (when `environment` is given) the
+    master and every worker were executed with each of its KEY=VALUE pairs.
+
+    The venv is the one the image recorded at its start (the marker), not the workers' command lines, which
+    setproctitle rewrites: workers forked after the check are forks of that image; the old ones are gone."""
     last: dict = {}
     while time.monotonic() < deadline:
-        master = read_pid(pidfile)
+        master = master_pid(pidfile)
         if master and master != old_master:
             workers = children(master)
-            cwds = {pid: cwd_of(pid) for pid in workers}
+            cwds = {pid: cwd_of(pid, run_as_owner) for pid in workers}
             last = {"master": master, "workers": workers, "worker_cwds": sorted({c or "?" for c in cwds.values()})}
+            if venv is not None:
+                last["master_venv"] = read_marker(venv[0])[0]
+                last["pythons"] = sorted({(cmdline(pid) or ["?"])[0] for pid in [master, *workers]})
             fresh = not old_workers.intersection(workers)
-            if workers and fresh and all(cwd == release for cwd in cwds.values()):
+            in_venv = venv is None or last["master_venv"] == venv[1]
+            if workers and fresh and in_venv and all(cwd == release for cwd in cwds.values()):
                 missing = missing_environment([master, *workers], environment) if environment else {}
                 if not missing:
                     return dict(last, ok=True)
@@ -199,6 +154,13 @@ def run_restart(restart: list[str], deadline: float) -> str | None:
     return None
 
 
+def emit(result: dict, code: int, msg: str | None = None) -> int:
+    if msg:
+        result["msg"] = msg
+    print(json.dumps(result))
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--pidfile", required=True)
@@ -214,50 +176,47 @@ def main(argv: list[str] | None = None) -> int:
 
     release = os.path.realpath(args.current)
     wanted_venv = os.path.realpath(os.path.join(args.current, ".venv"))
-    master = read_pid(args.pidfile)
+    master = master_pid(args.pidfile)
     result: dict = {"release": release, "venv": wanted_venv, "action": "none", "old_master": master}
     if master is None:
-        result["msg"] = "gunicorn is not running; its process manager starts it in the current release"
-        print(json.dumps(result))
-        return 0
-
+        return emit(result, 0, "gunicorn is not running; its process manager starts it in the current release")
     try:
         environment = parse_env_file(args.env_file) if args.env_file else None
     except OSError as exc:
-        result["msg"] = f"cannot read the env file {args.env_file}: {exc.strerror or exc}"
-        print(json.dumps(result))
-        return 1
+        return emit(result, 1, f"cannot read the env file {args.env_file}: {exc.strerror or exc}")
 
-    running_venv = read_marker(args.venv_marker)
+    running_venv, switches = read_marker(args.venv_marker)
     result["running_venv"] = running_venv
     deadline = time.monotonic() + args.timeout
-    if args.wait_only:
-        waited = wait_for_release(args.pidfile, release, None, set(), deadline, environment=environment)
-    elif args.force_restart or running_venv != wanted_venv:
+    action = plan(running_venv, switches, wanted_venv, force_restart=args.force_restart, wait_only=args.wait_only)
+    old_master, old_workers, venv = None, set(), None
+    if action == "restart":
         result["action"] = "restart"
         failure = run_restart(restart, deadline)
         if failure:
-            result["msg"] = failure
-            print(json.dumps(result))
-            return 1
-        waited = wait_for_release(args.pidfile, release, master, set(), deadline, environment=environment)
-    else:
-        result["action"] = "hup"
+            return emit(result, 1, failure)
+        old_master = master
+    elif action in ("hup", "reexec"):
+        result["action"] = action
         old_workers = set(children(master))
+        venv = (args.venv_marker, wanted_venv) if action == "reexec" else None
         try:
             os.kill(master, signal.SIGHUP)
         except ProcessLookupError:
-            result["msg"] = f"gunicorn master {master} exited before it could be sent HUP"
-            print(json.dumps(result))
-            return 1
-        waited = wait_for_release(args.pidfile, release, None, old_workers, deadline, environment=environment)
+            return emit(result, 1, f"gunicorn master {master} exited before it could be sent HUP")
+    waited = wait_for_release(
+        args.pidfile, release, old_master, old_workers, deadline, environment=environment, venv=venv
+    )
     result.update(waited)
-    if not waited["ok"] and "environment_missing" in waited:
-        result["msg"] = f"after {args.timeout:g}s gunicorn still runs without the values of {args.env_file}"
-    elif not waited["ok"]:
-        result["msg"] = f"after {args.timeout:g}s the workers still do not all run in {release}"
-    print(json.dumps(result))
-    return 0 if waited["ok"] else 1
+    if waited["ok"]:
+        return emit(result, 0)
+    if "environment_missing" in waited:
+        missing = f"gunicorn still runs without the values of {args.env_file}"
+    elif action == "reexec":
+        missing = f"gunicorn does not run the venv {wanted_venv} in {release}"
+    else:
+        missing = f"the workers still do not all run in {release}"
+    return emit(result, 1, f"after {args.timeout:g}s {missing}")
 
 
 if __name__ == "__main__":

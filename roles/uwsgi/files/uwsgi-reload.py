@@ -32,6 +32,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, "/usr/local/lib/pyweb-stack")  # the host library of pyweb.stack.common (host_library.yml)
+from ansible_collections.pyweb.stack.plugins.module_utils._procs import children, cwd_of, read_pid
+
 
 def read_vassal(path: Path) -> dict[str, str]:
     """The first value of each key of the vassal's [uwsgi] section (uwsgi ini files repeat keys, such as env)."""
@@ -50,63 +53,20 @@ def read_vassal(path: Path) -> dict[str, str]:
     return values
 
 
-def is_uwsgi(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"uwsgi" in cmdline.lower()  # "/usr/bin/uwsgi-core --ini /etc/uwsgi/vassals/<app>.ini"
+def run_as_owner(argv: list[str]) -> tuple[int, str, str]:
+    """The runner _procs reads another user's /proc entries through (root in a container lacks CAP_SYS_PTRACE)."""
+    completed = subprocess.run(argv, capture_output=True, check=False, timeout=10)
+    return completed.returncode, os.fsdecode(completed.stdout), os.fsdecode(completed.stderr)
 
 
-def read_pid(pidfile: str) -> int | None:
-    """The live uwsgi master the pidfile names, or None (a stale file whose pid was reused counts as None)."""
-    try:
-        pid = int(Path(pidfile).read_text(encoding="ascii").strip() or "0")
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 0 and is_uwsgi(pid) else None
+def workers_of(master: int) -> set[int]:
+    """Worker pids: the master's direct children that are uwsgi processes ("/usr/bin/uwsgi-core --ini ...")."""
+    return set(children(master, "uwsgi"))
 
 
-def children(pid: int) -> set[int]:
-    """Worker pids: the master's direct children that are uwsgi processes."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
-        except OSError:
-            continue
-        # The command name (field 2) may hold spaces and parentheses: fields after the last ')' are fixed.
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and int(fields[1]) == pid and is_uwsgi(int(entry.name)):
-            found.add(int(entry.name))
-    return found
-
-
-def cwd_of(pid: int) -> str | None:
-    """The working directory of a worker. Root in a container usually lacks CAP_SYS_PTRACE, which reading another
-    user's /proc/<pid>/cwd needs: then it is read as the worker's own user."""
-    try:
-        return os.readlink(f"/proc/{pid}/cwd")
-    except PermissionError:
-        pass
-    except OSError:
-        return None
-    try:
-        stat = os.stat(f"/proc/{pid}")
-        result = subprocess.run(
-            ["readlink", f"/proc/{pid}/cwd"],
-            capture_output=True,
-            text=True,
-            check=False,
-            user=stat.st_uid,
-            group=stat.st_gid,
-            extra_groups=[],
-        )
-    except OSError:
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
+def worker_cwd(pid: int) -> str | None:
+    """A worker's working directory, read as its own user where root may not (containers)."""
+    return cwd_of(pid, run_as_owner)
 
 
 def touch(path: str) -> None:
@@ -123,20 +83,20 @@ def touch(path: str) -> None:
 def wait_for_workers(master: int, before: set[int], processes: int, release: str, deadline: float) -> list[int]:
     """Wait until every worker is new and runs in the release; the workers, or raise TimeoutError."""
     while True:
-        workers = children(master)
+        workers = workers_of(master)
         fresh = workers - before
         # A worker forked after the touch entered current (hook-pre-app) after the swap. Its directory is checked
         # too where it can be read: a worker forked by a master that dropped root privileges is not dumpable, and
         # then even its own user cannot read /proc/<pid>/cwd without CAP_SYS_PTRACE (containers).
         if len(fresh) >= processes and not (workers & before):
-            directories = {cwd_of(pid) for pid in fresh}
+            directories = {worker_cwd(pid) for pid in fresh}
             if directories <= {release, None}:
                 return sorted(fresh)
         if time.monotonic() >= deadline:
             raise TimeoutError(
                 f"after the reload the master {master} has workers {sorted(workers)}; wanted {processes} new ones "
                 f"in {release} (old ones: {sorted(workers & before)}, "
-                f"directories: {[cwd_of(pid) for pid in sorted(workers)]})"
+                f"directories: {[worker_cwd(pid) for pid in sorted(workers)]})"
             )
         time.sleep(0.2)
 
@@ -164,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     vassal = read_vassal(vassal_file)
     current = vassal.get("pythonpath", "")
     pidfile = vassal.get("pidfile", "")
-    master = read_pid(pidfile) if pidfile else None
+    # A stale pidfile whose pid was reused by another program counts as no master.
+    master = read_pid(pidfile, "uwsgi") if pidfile else None
     if master is None:
         # Not running (first deploy, or the emperor is starting it): it will load current when it starts.
         return emit({"action": "none", "reason": f"no running vassal master in {pidfile or 'no pidfile'}"})
@@ -182,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.timeout
     workers: list[int] = []
     for _reload in range(reloads):
-        before = children(master)
+        before = workers_of(master)
         touch(vassal["touch-reload"] if full else vassal["touch-chain-reload"])
         try:
             workers = wait_for_workers(master, before, int(vassal.get("processes", "1")), release, deadline)

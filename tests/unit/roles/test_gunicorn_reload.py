@@ -10,6 +10,8 @@ Nothing of the tool is mocked: it reads /proc, sends signals and runs the restar
 from __future__ import annotations
 
 import contextlib
+import grp
+import importlib.util
 import json
 import os
 import shutil
@@ -24,7 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
 import pytest
+from ansible_collections.pyweb.stack.plugins.module_utils._procs import children, cmdline, environ_of
+from pyweb_molecule import cached_venv
 
 SCRIPT = Path(__file__).resolve().parents[3] / "roles" / "gunicorn" / "files" / "gunicorn-reload.py"
 
@@ -198,19 +203,6 @@ def master_pid(site: Site) -> int | None:
         return int(site.pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text(errors="replace")
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return sorted(found)
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
@@ -465,20 +457,7 @@ def app(environ, start_response):
 @pytest.fixture(scope="session")
 def gunicorn_venv() -> Path:
     """A venv with a real gunicorn, built once from PyPI and kept under .cache/ for later runs."""
-    if not (GUNICORN_VENV / "bin" / "gunicorn").exists():
-        GUNICORN_VENV.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(GUNICORN_VENV)], check=True, timeout=120)
-        install = subprocess.run(
-            [str(GUNICORN_VENV / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "gunicorn"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
-        if install.returncode != 0:
-            shutil.rmtree(GUNICORN_VENV, ignore_errors=True)
-            pytest.skip(f"cannot install gunicorn from the package index: {install.stderr[-500:]}")
-    return GUNICORN_VENV
+    return cached_venv(GUNICORN_VENV, "gunicorn")
 
 
 @dataclass
@@ -607,35 +586,61 @@ def test_wait_only_signals_nothing_and_waits_for_the_workers(site: Site) -> None
 # ------------------------------------------------------------------------------- a new environment (real gunicorn)
 
 ENVIRONMENT_MODULE = SCRIPT.parent / "gunicorn_environment.py"
-
-# The wiring of roles/gunicorn/templates/gunicorn.conf.py.j2: the module loaded once per program image, the env
-# file remembered at the first load, the re-exec asked for in on_reload.
-GUNICORN_ENV_CONF = (
-    GUNICORN_CONF
-    + """
-import importlib.util
-
-graceful_timeout = 10
-ENV_FILE = {env_file!r}
+TEMPLATE = SCRIPT.parents[1] / "templates" / "gunicorn.conf.py.j2"
 
 
-def environment_module(name="pyweb_gunicorn_environment", path={module!r}):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
+def role_config(site: Site, *, timeout: int = 30) -> str:
+    """roles/gunicorn/templates/gunicorn.conf.py.j2 itself, rendered for the site: the module loaded once per
+    program image, the hooks that re-execute the master in place and retire the old workers. sync workers, the
+    socket handed to the test user's own group."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    environment.filters["bool"] = lambda value: str(value).lower() in ("1", "true", "yes", "on")
+    environment.filters["comment"] = lambda text: f"# {text}"
+    socket_path = site.run / "gunicorn.sock"
+    return environment.from_string(TEMPLATE.read_text(encoding="utf-8")).render(
+        ansible_managed="rendered by test_gunicorn_reload.py",
+        gunicorn_app_name="app",
+        gunicorn_base_dir=str(site.base),
+        gunicorn_socket_path=str(socket_path),
+        gunicorn_backlog=64,
+        _gunicorn_pidfile=str(site.pidfile),
+        gunicorn_proc_name="app",
+        gunicorn_workers=2,
+        _gunicorn_worker_class_path="sync",
+        gunicorn_worker_connections=100,
+        gunicorn_threads=1,
+        gunicorn_timeout=timeout,
+        gunicorn_graceful_timeout=10,
+        gunicorn_keepalive=2,
+        gunicorn_max_requests=0,
+        gunicorn_max_requests_jitter=0,
+        gunicorn_reload=False,
+        gunicorn_dev_mode=False,
+        gunicorn_forwarded_allow_ips="127.0.0.1",
+        gunicorn_log_level="info",
+        gunicorn_log_dir=str(site.run),
+        gunicorn_access_log_enabled=False,
+        gunicorn_socket_group=grp.getgrgid(os.getgid()).gr_name,
+        _gunicorn_venv_marker=str(site.marker),
+        _gunicorn_env_file=str(site.base / ".env"),
+        _gunicorn_environment_module=str(ENVIRONMENT_MODULE),
+    )
 
 
-ENVIRONMENT = environment_module()
-ENVIRONMENT.remember_started_file(ENV_FILE)
+def start_role_gunicorn(
+    site: Site, venv: Path, *, env: dict[str, str] | None = None, timeout: int = 30
+) -> RealGunicorn:
+    """A real gunicorn master from venv (r1's .venv) with the role's config, the way bin/app-env starts it (the
+    script through <base>/current); waits for its two workers."""
+    (site.release("r1") / ".venv").unlink()
+    os.symlink(str(venv), str(site.release("r1") / ".venv"))
+    config = site.run / "gunicorn.conf.py"
+    config.write_text(role_config(site, timeout=timeout), encoding="utf-8")
+    real = RealGunicorn(site=site, venv=site.current / ".venv", config=config, socket=site.run / "gunicorn.sock")
+    subprocess.run(real.command(), check=True, timeout=30, env=env, cwd=site.current)
+    wait_for(lambda: master_pid(site) is not None and len(children(master_pid(site) or 0)) == 2, timeout=20)
+    return real
 
-
-def on_reload(server):
-    ENVIRONMENT.reexec_for_environment(server, ENV_FILE)
-"""
-)
 
 ENV_APP = """
 import os
@@ -685,9 +690,7 @@ def env_gunicorn(site: Site, gunicorn_venv: Path) -> Iterator[RealGunicorn]:
     env_file.write_text("# comment\nPYWEB_SECRET=old\nPYWEB_DROPPED=x\n", encoding="utf-8")
     # What bin/app-env does: the file's values exported, then exec.
     env = {**os.environ, "PYWEB_SECRET": "old", "PYWEB_DROPPED": "x"}
-    real = start_real_gunicorn(
-        site, gunicorn_venv, GUNICORN_ENV_CONF, env=env, env_file=str(env_file), module=str(ENVIRONMENT_MODULE)
-    )
+    real = start_role_gunicorn(site, gunicorn_venv, env=env)
     yield real
     pid = master_pid(site)
     if pid:
@@ -696,8 +699,9 @@ def env_gunicorn(site: Site, gunicorn_venv: Path) -> Iterator[RealGunicorn]:
 
 
 def proc_environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
-    return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+    environ = environ_of(pid)
+    assert environ is not None, pid
+    return environ
 
 
 def test_real_gunicorn_takes_a_new_environment_in_place_without_refusing_a_request(env_gunicorn: RealGunicorn) -> None:
@@ -711,7 +715,7 @@ def test_real_gunicorn_takes_a_new_environment_in_place_without_refusing_a_reque
     (site.base / ".env").write_text("PYWEB_SECRET=new\n", encoding="utf-8")
 
     code, result = reload_tool(site, "--env-file", str(site.base / ".env"), restart=["false"])
-    log = (site.run / "error.log").read_text()
+    log = (site.run / "gunicorn-error.log").read_text()
     assert code == 0, (result, log)
     wait_for(lambda: "new" in load.answers, timeout=20)
     load.stop.set()
@@ -739,7 +743,7 @@ def test_real_gunicorn_hup_with_an_unchanged_environment_keeps_the_master_image(
 
     assert code == 0, result
     assert result["master"] == master
-    assert "executing the master again" not in (site.run / "error.log").read_text()
+    assert "executing the master again" not in (site.run / "gunicorn-error.log").read_text()
 
 
 def test_env_file_values_missing_from_the_processes_are_reported(site: Site) -> None:
@@ -765,3 +769,168 @@ def test_unreadable_env_file_is_a_clean_failure(site: Site) -> None:
 
     assert code == 1
     assert "cannot read the env file" in result["msg"]
+
+
+# ---------------------------------------------------------------------------------------------- the decision
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("gunicorn_reload_tool", SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("running", "switches", "force", "wait", "expected"),
+    [
+        ("/v/a", True, False, False, "hup"),  # same venv: HUP (the master re-executes itself when the release moved)
+        ("/v/a", False, False, False, "hup"),
+        ("/v/old", True, False, False, "reexec"),  # new venv, a master that switches in place
+        ("/v/old", False, False, False, "restart"),  # new venv, a master started before the role could switch
+        (None, True, False, False, "restart"),  # no marker: nothing known about the master
+        ("/v/a", True, True, False, "restart"),
+        ("/v/old", True, False, True, "wait"),
+        ("/v/old", True, True, True, "wait"),
+    ],
+)
+def test_the_reload_plan(running: str | None, switches: bool, force: bool, wait: bool, expected: str) -> None:
+    tool = load_tool()
+
+    assert tool.plan(running, switches, "/v/a", force_restart=force, wait_only=wait) == expected
+
+
+def test_the_venv_marker_says_whether_the_master_switches_in_place(tmp_path: Path) -> None:
+    tool = load_tool()
+    marker = tmp_path / "gunicorn.venv"
+
+    assert tool.read_marker(str(marker)) == (None, False)
+    marker.write_text("/srv/app/venvs/a\n")
+    assert tool.read_marker(str(marker)) == ("/srv/app/venvs/a", False)
+    marker.write_text(f"/srv/app/venvs/a\n{tool.SWITCHES_VENV}\n")
+    assert tool.read_marker(str(marker)) == ("/srv/app/venvs/a", True)
+    marker.write_text("\n")
+    assert tool.read_marker(str(marker)) == (None, False)
+
+
+# ---------------------------------------------------------------------------------------- a new venv (real gunicorn)
+
+# Answers which release and venv serve; at import (in each worker, preload_app is off) it records which children
+# of its master are alive, so a test can see the old workers were still serving when a new one had loaded the app.
+VENV_APP = """
+import json, os, sys
+
+
+def alive_siblings():
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getppid() and fields[0] != "Z":
+                found.append(int(entry))
+    return sorted(found)
+
+
+with open(os.environ["PYWEB_IMPORTS"], "a") as log:
+    log.write(json.dumps({"pid": os.getpid(), "alive": alive_siblings()}) + "\\n")
+
+
+def app(environ, start_response):
+    body = f"{os.path.basename(os.getcwd())} {sys.prefix}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+@dataclass
+class VenvSite:
+    real: RealGunicorn
+    old_venv: Path
+    new_venv: Path
+    imports: Path
+
+    def imported(self) -> list[dict]:
+        return [json.loads(line) for line in self.imports.read_text().splitlines()]
+
+
+@pytest.fixture
+def venv_site(site: Site, gunicorn_venv: Path) -> Iterator[VenvSite]:
+    """gunicorn from the test venv in r1; r2 links venv b, a copy of it (its own pyvenv.cfg: another sys.prefix),
+    whose scripts name its own Python as a venv made in place would."""
+    old_venv = gunicorn_venv.resolve()
+    new_venv = site.base / "venvs" / "b"
+    shutil.copytree(gunicorn_venv, new_venv, symlinks=True)
+    script = new_venv / "bin" / "gunicorn"
+    script.write_text(f"#!{new_venv}/bin/python\n" + script.read_text().split("\n", 1)[1])
+    for name in ("r1", "r2"):
+        (site.release(name) / "app.py").write_text(VENV_APP, encoding="utf-8")
+    os.symlink(str(new_venv), str(site.release("r2") / ".venv"))
+    (site.base / ".env").write_text("PYWEB_MARKER=kept\n", encoding="utf-8")
+    imports = site.run / "imports.jsonl"
+    env = {**os.environ, "PYWEB_MARKER": "kept", "PYWEB_IMPORTS": str(imports)}
+    # What bin/app-env starts: <base>/current/.venv/bin/gunicorn, whose interpreter is the venv's own Python.
+    real = start_role_gunicorn(site, old_venv, env=env)
+    yield VenvSite(real=real, old_venv=old_venv, new_venv=new_venv, imports=imports)
+    pid = master_pid(site)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=20)
+
+
+def test_real_gunicorn_moves_into_a_new_venv_in_place_without_refusing_a_request(venv_site: VenvSite) -> None:
+    site = venv_site.real.site
+    master = master_pid(site)
+    assert master is not None
+    old_workers = children(master)
+    load = SocketLoad(venv_site.real.socket)
+    load.start()
+    wait_for(lambda: len(load.answers) >= 5)
+    site.point_current("r2")
+
+    code, result = reload_tool(site, restart=["false"])
+    log = (site.run / "gunicorn-error.log").read_text()
+    assert code == 0, (result, log)
+    new_python = str(venv_site.new_venv / "bin" / "python")
+    wait_for(lambda: f"r2 {venv_site.new_venv}" in load.answers, timeout=20)
+    load.stop.set()
+    load.join(40)
+
+    assert result["action"] == "reexec"
+    assert result["running_venv"] == str(venv_site.old_venv)
+    assert result["master_venv"] == str(venv_site.new_venv)
+    assert result["master"] == master  # the same process: systemd's MainPID and supervisor's pid stay right
+    assert site.marker.read_text().splitlines() == [str(venv_site.new_venv), "switches-venv-in-place"]
+    workers = children(master)
+    assert len(workers) == 2
+    assert not set(old_workers) & set(workers)
+    assert {cmdline(pid)[0] for pid in (master, *workers)} == {new_python}
+    assert {os.readlink(f"/proc/{pid}/cwd") for pid in workers} == {str(site.release("r2"))}
+    assert all(proc_environ(pid)["PYWEB_MARKER"] == "kept" for pid in (master, *workers))
+    assert load.failures == []
+    assert load.answers[0] == f"r1 {venv_site.old_venv}"
+    assert load.answers[-1] == f"r2 {venv_site.new_venv}"
+    # The first new worker to load the app found every old worker still serving: they are retired after, not before.
+    first_new = next(record for record in venv_site.imported() if record["pid"] in workers)
+    assert set(old_workers) <= set(first_new["alive"]), (old_workers, venv_site.imported())
+
+
+def test_a_new_venv_without_gunicorn_keeps_the_master_and_fails_with_a_reason(venv_site: VenvSite) -> None:
+    site = venv_site.real.site
+    master = master_pid(site)
+    (venv_site.new_venv / "bin" / "gunicorn").unlink()
+    site.point_current("r2")
+
+    code, result = reload_tool(site, restart=["false"], timeout=4)
+
+    assert code == 1
+    assert result["action"] == "reexec"
+    assert "does not run the venv" in result["msg"]
+    assert result["master"] == master
+    assert result["running_venv"] == result["master_venv"] == str(venv_site.old_venv)
+    assert "has no" in (site.run / "gunicorn-error.log").read_text()

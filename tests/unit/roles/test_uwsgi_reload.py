@@ -180,3 +180,31 @@ def test_without_a_running_master_nothing_is_reloaded(vassal) -> None:
     vassal["pidfile"].write_text("0\n", encoding="utf-8")
     assert reload(vassal, "--environment")["action"] == "none"
     assert actions(vassal) == []
+
+
+def test_a_changed_venv_reloads_the_whole_vassal(vassal) -> None:
+    # The master's interpreter and sys.path come from the venv it started with: a chain reload cannot change it.
+    vassal["pidfile"].with_suffix(".venv").write_text("/srv/app/venvs/old\n", encoding="utf-8")
+    result = reload(vassal)
+    assert (result["action"], result["reloads"]) == ("reload", 1)
+    assert actions(vassal) == ["reload"]
+    assert vassal["pidfile"].with_suffix(".venv").read_text(encoding="utf-8") == vassal["venv"] + "\n"
+
+
+def test_a_pidfile_naming_another_program_is_no_master(vassal) -> None:
+    # A master killed hard leaves its pidfile; its pid may since belong to anything else, which is never touched.
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{stranger.pid}/cmdline").read_bytes() != b"sleep\x0060\x00":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        vassal["pidfile"].write_text(f"{stranger.pid}\n", encoding="utf-8")
+        result = reload(vassal)
+        assert result["action"] == "none"
+        assert "no running vassal master" in result["reason"]
+        assert stranger.poll() is None
+        assert actions(vassal) == []
+    finally:
+        stranger.kill()
+        stranger.wait()
