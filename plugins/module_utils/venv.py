@@ -18,6 +18,8 @@ import shutil
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.pyweb.stack.plugins.module_utils._pip import PipSources, pip_base_argv, pip_install_argv
+
 STAMP_NAME = ".pyweb-venv.json"
 STAMP_FORMAT = 1
 
@@ -411,32 +413,19 @@ def remove_tree(path: str) -> None:
 # --------------------------------------------------------------------------- pip command lines
 
 
-def pip_base_command(python: str) -> list[str]:
-    return [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-
-
-def pip_source_options(inputs: PipInputs) -> list[str]:
-    options: list[str] = []
-    if inputs.wheelhouse:
-        options += ["--no-index", "--find-links", inputs.wheelhouse]
-    if inputs.index_url:
-        options += ["--index-url", inputs.index_url]
-    for url in inputs.extra_index_urls:
-        options += ["--extra-index-url", url]
-    for host in inputs.trusted_hosts:
-        options += ["--trusted-host", host]
-    if inputs.ca_bundle:
-        options += ["--cert", inputs.ca_bundle]
-    return options
-
-
 def pip_install_command(python: str, inputs: PipInputs, install_options: t.Sequence[str] = ()) -> list[str]:
-    command = [*pip_base_command(python), "install", *install_options, *pip_source_options(inputs)]
-    if inputs.constraints:
-        command += ["--constraint", inputs.constraints]
-    for path in inputs.requirements:
-        command += ["--requirement", path]
-    return command + list(inputs.packages)
+    """The one pip install command line (module_utils/_pip.py), the push runner of pyweb.stack.git_deploy's too."""
+    sources = PipSources(
+        inputs.wheelhouse, inputs.index_url, inputs.extra_index_urls, inputs.trusted_hosts, inputs.ca_bundle
+    )
+    return pip_install_argv(
+        python,
+        sources,
+        requirements=inputs.requirements,
+        packages=inputs.packages,
+        constraints=inputs.constraints,
+        install_options=install_options,
+    )
 
 
 def pip_dry_run_command(python: str, inputs: PipInputs, full_resolution: bool = False) -> list[str]:
@@ -453,7 +442,7 @@ def pip_dry_run_command(python: str, inputs: PipInputs, full_resolution: bool = 
 
 
 def pip_uninstall_command(python: str, names: t.Iterable[str]) -> list[str]:
-    return [*pip_base_command(python), "uninstall", "--yes", *sorted(names)]
+    return [*pip_base_argv(python), "uninstall", "--yes", *sorted(names)]
 
 
 def pip_supports_report(pip_version: str | None) -> bool:

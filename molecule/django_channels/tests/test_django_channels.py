@@ -24,6 +24,7 @@ from pyweb_molecule import (
     request,
     run_converge,
     tls_context,
+    wait_for,
 )
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
@@ -66,15 +67,6 @@ def answering_workers(host, requests: int = 12) -> dict[int, set[str]]:
         health = json.loads(host.check_output(f"curl -sf --unix-socket {UWSGI_SOCKETS[1]} http://localhost/health/"))
         answers.setdefault(health["pid"], set()).add(health["release"])
     return answers
-
-
-def wait_for(check, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 # ---------------------------------------------------------------------------------------------- HTTP via uwsgi

@@ -4,7 +4,8 @@ check uses the real git client, sshd, the hook, the page uwsgi serves (curl on t
 instances and the files on the host.
 
 The pushes run once per module (fixture `pushes`), in order, after test_django_channels.py; the tests then read
-what each one did.
+what each one did. Last (fixture `push_and_rollout`), a push that sits in its migrate step while an Ansible
+`--tags deploy` run starts: the lock every path takes keeps the two apart, read from the lock's journal lines.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import base64
 import json
 import re
 import shlex
+import shutil
+import threading
+import uuid
 
 import pytest
+from pyweb_molecule import PROJECT, run_converge, wait_for
 
 BASE = "/srv/chatapp"
 UWSGI_HTTP_SOCKET = "/run/uwsgi/chatapp-http.sock"
@@ -97,7 +102,8 @@ def pushes(host) -> dict:
     assert record["clone"].rc == 0, record["clone"].stdout
     setup = as_client(
         host,
-        "cp -a ../src/. . && printf '__pycache__/\\n*.pyc\\n*.mo\\n' > .gitignore"
+        # exactly the example: on a kept host the clone may hold files earlier runs pushed (a migration)
+        "git rm -r -q --ignore-unmatch . && cp -a ../src/. . && printf '__pycache__/\\n*.pyc\\n*.mo\\n' > .gitignore"
         " && git config user.email client@test && git config user.name client"
         f" && git checkout -q -B main && git remote add deploy {REMOTE}",
     )
@@ -253,3 +259,136 @@ def test_uwsgi_and_daphne_answer_from_the_pushed_release(host, pushes):
     for socket in DAPHNE_SOCKETS:
         answer = health(host, socket)
         assert (answer["release"], answer["version"]) == (release, "2.0.0-first"), socket
+
+
+# ---------------------------------------------------------------------------------------------- push and Ansible
+
+LOCK = f"{BASE}/.pyweb-release.lock"
+GATE = "/tmp/pyweb-lock-test"  # the migration below says it started here and waits for the test's go file
+GATE_SECONDS = 600  # the migration's own bound: a test that never says go fails the push instead of hanging it
+LOCK_EVENT = re.compile(r"^(?P<event>waiting for|taken|released)\b.* (?P<path>/\S+) at (?P<at>\S+) by (?P<by>.*)$")
+ANSIBLE_OWNER = "ansible-playbook rollout of chatapp (pyweb.stack.app)"
+PUSH_OWNER = "git push of refs/heads/main"
+
+WAITING_MIGRATION = f"""import os
+import time
+
+from django.db import migrations
+
+GATE = {GATE!r}
+
+
+def wait_for_the_lock_test(apps, schema_editor):
+    open(os.path.join(GATE, "in-migrate"), "w").close()
+    deadline = time.monotonic() + {GATE_SECONDS}
+    while not os.path.exists(os.path.join(GATE, "go")):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the lock test never let this migration go")
+        time.sleep(0.2)
+
+
+class Migration(migrations.Migration):
+    atomic = False  # holds no database lock while it waits
+    dependencies = [("chat", "0001_initial")]
+    operations = [migrations.RunPython(wait_for_the_lock_test, migrations.RunPython.noop)]
+"""
+
+
+def host_now(host) -> str:
+    return host.check_output("date -u +%Y-%m-%dT%H:%M:%S.%6NZ")
+
+
+def lock_events(host, since: str) -> list[dict]:
+    """The release lock's journal lines since a time: event, when (the holder's own clock reading) and by whom."""
+    lines = host.check_output("journalctl --no-pager -o cat -t pyweb-release-lock").splitlines()
+    events = [match.groupdict() for match in map(LOCK_EVENT.match, lines) if match]
+    return [event for event in events if event["path"] == LOCK and event["at"] >= since]
+
+
+def once(events: list[dict], owner: str, event: str) -> str:
+    """When the one `event` line of owner was logged; fails naming what the journal holds instead."""
+    times = [e["at"] for e in events if e["event"] == event and e["by"].startswith(owner)]
+    assert len(times) == 1, f"expected one '{event}' line by {owner!r}; the lock's journal: {events}"
+    return times[0]
+
+
+@pytest.fixture(scope="module")
+def push_and_rollout(host, pushes, tmp_path_factory) -> dict:
+    """A push whose migrate step waits for a file; once it sits there, the site's `--tags deploy` runs from the
+    controller; once that run waits for the lock (its journal line), the migration is let go."""
+    since = host_now(host)
+    host.run(f"rm -rf {GATE} && install -d -m 1777 {GATE}")
+    # a new name each run: on a kept host an earlier run's migration is applied already and would not wait
+    put(host, f"{WORK}/chat/migrations/0002_waits_for_the_lock_test_{uuid.uuid4().hex[:8]}.py", WAITING_MIGRATION)
+    commit(host, "a migration that waits for the lock test")
+    log = "/home/client/push-lock.log"
+    inner = f"git push deploy main > {log} 2>&1; echo rc=$? >> {log}"
+    started = as_client(host, f"setsid sh -c {shlex.quote(inner)} < /dev/null > /dev/null 2>&1 &")
+    assert started.rc == 0, started.stderr
+    assert wait_for(lambda: host.file(f"{GATE}/in-migrate").exists, 300), host.file(log).content_string
+    once(lock_events(host, since), PUSH_OWNER, "taken")  # the push sits in migrate holding the lock
+
+    source = tmp_path_factory.mktemp("lock") / "src"
+    shutil.copytree(
+        PROJECT / "examples" / "django_channels", source, ignore=shutil.ignore_patterns("__pycache__", "*.mo", ".venv")
+    )
+    (source / "VERSION").write_text("3.0.0-after-the-push\n", encoding="utf-8")
+    record: dict = {}
+    rollout = threading.Thread(
+        target=lambda: record.update(
+            deploy=run_converge(
+                "--tags", "deploy", "--extra-vars", json.dumps({"app_source_dir": str(source)}), timeout=1200
+            )
+        )
+    )
+    rollout.start()
+
+    # Bounded: either the run reaches the lock and waits, or (without the lock) it finishes while the push sits
+    # in migrate.
+    def rollout_waits_or_ended() -> bool:
+        events = lock_events(host, since)
+        return any(e["event"] == "waiting for" and e["by"].startswith(ANSIBLE_OWNER) for e in events) or (
+            not rollout.is_alive()
+        )
+
+    wait_for(rollout_waits_or_ended, 900, 2)
+    record["rollout_done_while_push_in_migrate"] = not rollout.is_alive()
+    record["push_done_when_let_go"] = "rc=" in host.file(log).content_string
+    host.run(f"touch {GATE}/go")
+    rollout.join(1200)
+    assert not rollout.is_alive(), "the --tags deploy run did not end"
+    assert wait_for(lambda: "rc=" in host.file(log).content_string, 300), host.file(log).content_string
+    record["push"] = host.file(log).content_string
+    record["events"] = lock_events(host, since)
+    record["current"] = current(host)
+    host.run(f"rm -rf {GATE}")
+    return record
+
+
+def test_the_push_and_the_rollout_both_succeed(push_and_rollout) -> None:
+    assert push_and_rollout["push"].rstrip().endswith("rc=0"), push_and_rollout["push"]
+    deployed = push_and_rollout["deploy"]
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-2000:]
+    assert steps(push_and_rollout["push"])[4] == "migrate"
+
+
+def test_a_rollout_started_during_a_push_waits_for_it(push_and_rollout) -> None:
+    assert not push_and_rollout["rollout_done_while_push_in_migrate"], "the rollout did not wait for the push"
+    assert not push_and_rollout["push_done_when_let_go"]
+    events = push_and_rollout["events"]
+    push_taken, push_released = once(events, PUSH_OWNER, "taken"), once(events, PUSH_OWNER, "released")
+    waiting = once(events, ANSIBLE_OWNER, "waiting for")
+    assert push_taken < waiting < push_released, events  # it asked while the push held the lock
+
+
+def test_the_push_and_the_rollout_never_interleave(host, push_and_rollout) -> None:
+    events = push_and_rollout["events"]
+    push_taken, push_released = once(events, PUSH_OWNER, "taken"), once(events, PUSH_OWNER, "released")
+    rollout_taken, rollout_released = once(events, ANSIBLE_OWNER, "taken"), once(events, ANSIBLE_OWNER, "released")
+    assert push_taken < push_released <= rollout_taken < rollout_released, events
+    # the rollout's release is newer than the push's (both are named after the time they were started) and serves
+    pushed = re.search(r"deploying refs/heads/main \w+ as release (\S+)", push_and_rollout["push"])
+    assert pushed, push_and_rollout["push"]
+    assert push_and_rollout["current"].rsplit("/", 1)[1] > pushed.group(1)
+    assert health(host, UWSGI_HTTP_SOCKET)["version"] == "3.0.0-after-the-push"
+    assert host.run(f"flock --nonblock {LOCK} true").rc == 0  # and nobody holds the lock any more

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import grp
 import hashlib
 import json
@@ -47,6 +46,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+sys.path.insert(0, "/usr/local/lib/pyweb-stack")  # the host library of pyweb.stack.common (host_library.yml)
+from ansible_collections.pyweb.stack.plugins.module_utils._lock import LockError, hold, release_lock_path
+from ansible_collections.pyweb.stack.plugins.module_utils._pip import (
+    INTERPRETER_TAGS_SCRIPT,
+    PipSources,
+    pip_install_argv,
+    wheelhouse_dir,
+)
 
 CONFIG_DIR = "/etc/pyweb/git-deploy"
 ZERO_SHA = re.compile(r"^0+$")
@@ -273,29 +281,16 @@ def release_name(existing: set[str], clock: Callable[[], float] = time.time) -> 
         time.sleep(0.2)
 
 
-def wheelhouse_dir(base: Path, python_version: str) -> Path | None:
-    """The wheelhouse pyweb.stack.app shipped for this interpreter, if it holds any wheel."""
-    directory = base / "wheelhouse" / python_version
-    if directory.is_dir() and any(p.suffix == ".whl" for p in directory.iterdir()):
-        return directory
-    return None
-
-
-def pip_install_argv(venv_python: str, requirements: str, wheelhouse: Path | None, pip: dict) -> list[str]:
-    """Offline from the host's wheelhouse when there is one, else the configured index (like pyweb.stack.venv)."""
-    argv = [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--no-cache-dir"]
-    if wheelhouse is not None:
-        argv += ["--no-index", "--find-links", str(wheelhouse)]
-    else:
-        if pip.get("index_url"):
-            argv += ["--index-url", pip["index_url"]]
-        for url in pip.get("extra_index_urls") or []:
-            argv += ["--extra-index-url", url]
-    for host in pip.get("trusted_hosts") or []:
-        argv += ["--trusted-host", host]
-    if pip.get("ca_bundle"):
-        argv += ["--cert", pip["ca_bundle"]]
-    return [*argv, "--requirement", requirements]
+def venv_pip_argv(venv_python: str, requirements: str, wheelhouse: Path | None, pip: dict) -> list[str]:
+    """pyweb.stack.venv's own pip command line (module_utils/_pip.py) with the runner's pip settings."""
+    sources = PipSources(
+        wheelhouse=str(wheelhouse) if wheelhouse is not None else None,
+        index_url=pip.get("index_url") or None,
+        extra_index_urls=pip.get("extra_index_urls") or [],
+        trusted_hosts=pip.get("trusted_hosts") or [],
+        ca_bundle=pip.get("ca_bundle") or None,
+    )
+    return pip_install_argv(venv_python, sources, requirements=[requirements], install_options=["--no-cache-dir"])
 
 
 def canary_argv(config: dict, launcher: str, release: Path) -> list[str]:
@@ -688,10 +683,15 @@ class Deployer:
     # -- the venv
 
     def python_version(self) -> str:
-        output = self.checked(
-            [self.config["python"], "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"], "/", False, True
-        )
-        return output.strip()
+        return self.interpreter()["version"]
+
+    def interpreter(self) -> dict[str, str]:
+        """Version, abi and machine of the configured interpreter: they name its venv and its wheelhouse."""
+        output = self.checked([self.config["python"], "-c", INTERPRETER_TAGS_SCRIPT], "/", False, True)
+        try:
+            return json.loads(output.strip().splitlines()[-1])
+        except (ValueError, IndexError) as exc:
+            raise DeployError(f"cannot read the version of {self.config['python']}: {output.strip()[-300:]}") from exc
 
     def venv(self) -> Path:
         """<base>/venvs/<id>, reused when Ansible or an earlier push completed it, else built as the app user."""
@@ -699,7 +699,8 @@ class Deployer:
         requirements = self.release / self.config["requirements_file"]
         if not requirements.is_file() or requirements.is_symlink():
             raise DeployError(f"the release has no {self.config['requirements_file']} to build the venv from")
-        version = self.python_version()
+        interpreter = self.interpreter()
+        version = interpreter["version"]
         identifier = venv_id(file_sha256(requirements), self.config["python"], version)
         venv = self.base / "venvs" / identifier
         if (venv / "bin" / "python").exists() and (
@@ -713,17 +714,17 @@ class Deployer:
         stable = self.base / "cache" / f"requirements-{identifier}.txt"
         shutil.copyfile(requirements, stable)
         os.chmod(stable, 0o644)
-        wheelhouse = wheelhouse_dir(self.base, version)
+        wheelhouse = wheelhouse_dir(self.base, version, interpreter["abi"], interpreter["machine"])
         self.report.detail(
             f"building venvs/{identifier} "
-            + (f"offline from wheelhouse/{version}" if wheelhouse else "from the package index")
+            + (f"offline from wheelhouse/{wheelhouse.name}" if wheelhouse else "from the package index")
         )
         venv.mkdir(mode=0o755)
         self.give_to_app(venv)
         try:
             self.checked([self.config["python"], "-m", "venv", str(venv)], self.base, True, True)
             self.checked(
-                pip_install_argv(str(venv / "bin" / "python"), str(stable), wheelhouse, self.config["pip"]),
+                venv_pip_argv(str(venv / "bin" / "python"), str(stable), wheelhouse, self.config["pip"]),
                 self.base,
                 True,
             )
@@ -771,28 +772,15 @@ def last_json(output: str) -> dict:
 
 
 @contextlib.contextmanager
-def locked(path: str, timeout: float, report: Reporter, what: str) -> Iterator[int]:
-    """An exclusive flock on path; tells the pusher when it has to wait for another deploy."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def locked(path: str | os.PathLike[str], timeout: float, report: Reporter, what: str, owner: str) -> Iterator[int]:
+    """The release lock code of pyweb.stack (module_utils/_lock.py) on path; the pusher hears who it waits for."""
     try:
-        deadline = time.monotonic() + timeout
-        announced = False
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if not announced:
-                    report.heading(f"waiting for another {what} to finish (lock {path})")
-                    announced = True
-                if time.monotonic() > deadline:
-                    raise DeployError(f"another {what} held the lock {path} for more than {timeout:g}s") from exc
-                time.sleep(0.5)
-        yield descriptor
-    finally:
-        os.close(descriptor)
+        with hold(
+            path, timeout, owner, lambda message: report.heading(f"waiting for another {what} to finish: {message}")
+        ) as descriptor:
+            yield descriptor
+    except LockError as exc:
+        raise DeployError(str(exc)) from exc
 
 
 def git_without_quarantine() -> dict[str, str]:
@@ -841,10 +829,15 @@ def runner_main(argv: list[str], stdin: IO[bytes], report: Reporter) -> int:
         raise UsageError(f"{caller} is not the deploy user of {app}")
     if ref != "refs/heads/" + config["branch"]:
         raise UsageError(f"{ref} is not the deploy branch of {app} (refs/heads/{config['branch']})")
-    with locked(
-        os.path.join(config["base_dir"], "cache", ".git-deploy.lock"), config["lock_timeout"], report, "deploy"
-    ):
-        deployer = Deployer(config, report)
+    return deploy_under_lock(Deployer(config, report), ref, commit, stdin, caller or "root")
+
+
+def deploy_under_lock(deployer: Deployer, ref: str, commit: str, stdin: IO[bytes], caller: str) -> int:
+    """The rollout under the app's one release lock, the lock an Ansible rollout and bin/app-lock take too: the
+    state read, the build, the swap, the reloads and the prune all happen while no other path can roll out."""
+    report = deployer.report
+    owner = f"git push of {ref} {commit[:12]} (pyweb.stack.git_deploy, pushed by {caller})"
+    with locked(release_lock_path(deployer.base), deployer.config["lock_timeout"], report, "rollout", owner):
         try:
             name = deployer.deploy(ref, commit, stdin)
         except DeployError as exc:
@@ -870,7 +863,9 @@ def hook_main(app: str, stdin: IO[str], report: Reporter) -> int:
         return 0
     update = plan.deploy
     git_dir = os.path.abspath(os.environ.get("GIT_DIR", "."))
-    with locked(os.path.join(git_dir, "deploy.lock"), config["lock_timeout"], report, "push"):
+    # Pushes queue on the repository's own lock first: it outlives the hook until git moved the ref (see below).
+    owner = f"push of {update.ref} {update.new[:12]} (pre-receive hook)"
+    with locked(os.path.join(git_dir, "deploy.lock"), config["lock_timeout"], report, "push", owner):
         # Under the lock: a push that waited for another one must still start from what the branch names now.
         current = ref_value(update.ref)
         if (current or "0" * len(update.old)) != update.old:

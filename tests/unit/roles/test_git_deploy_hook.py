@@ -23,11 +23,14 @@ from types import ModuleType
 import jinja2
 import pytest
 import yaml
+from ansible_collections.pyweb.stack.plugins.module_utils import _lock as release_lock
+from ansible_collections.pyweb.stack.plugins.module_utils import venv as venv_utils
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "roles" / "git_deploy" / "files" / "git-deploy-hook.py"
 APP_RELEASE = REPO / "roles" / "app" / "files" / "app-release.py"
 APP_ENV_TEMPLATE = REPO / "roles" / "app" / "templates" / "app-env.j2"
+COLLECTIONS = str(REPO / ".cache" / "collections")
 SHA_A = "a" * 40
 SHA_B = "b" * 40
 ZERO = "0" * 40
@@ -238,8 +241,9 @@ def test_venv_id_changes_with_each_input() -> None:
 
 def test_pip_installs_offline_from_a_wheelhouse(tmp_path: Path) -> None:
     pip = {"index_url": "https://pypi.example/simple", "extra_index_urls": ["https://x"], "trusted_hosts": []}
-    argv = hook.pip_install_argv("/v/bin/python", "/r.txt", tmp_path, {**pip, "ca_bundle": ""})
-    assert argv[:4] == ["/v/bin/python", "-m", "pip", "install"]
+    argv = hook.venv_pip_argv("/v/bin/python", "/r.txt", tmp_path, {**pip, "ca_bundle": ""})
+    assert argv[:3] == ["/v/bin/python", "-m", "pip"]
+    assert "install" in argv
     assert argv[argv.index("--find-links") + 1] == str(tmp_path)
     assert "--no-index" in argv
     assert "--index-url" not in argv
@@ -254,7 +258,7 @@ def test_pip_uses_the_configured_index_without_a_wheelhouse() -> None:
         "trusted_hosts": ["pypi.example"],
         "ca_bundle": "/etc/ssl/ca.pem",
     }
-    argv = hook.pip_install_argv("/v/bin/python", "/r.txt", None, pip)
+    argv = hook.venv_pip_argv("/v/bin/python", "/r.txt", None, pip)
     assert "--no-index" not in argv
     assert argv[argv.index("--index-url") + 1] == "https://pypi.example/simple"
     assert argv[argv.index("--extra-index-url") + 1] == "https://extra.example/simple"
@@ -262,13 +266,45 @@ def test_pip_uses_the_configured_index_without_a_wheelhouse() -> None:
     assert argv[argv.index("--cert") + 1] == "/etc/ssl/ca.pem"
 
 
-def test_wheelhouse_counts_only_with_wheels(tmp_path: Path) -> None:
-    directory = tmp_path / "wheelhouse" / "3.11.2"
-    directory.mkdir(parents=True)
-    assert hook.wheelhouse_dir(tmp_path, "3.11.2") is None
-    (directory / "Django-5.0-py3-none-any.whl").write_bytes(b"")
-    assert hook.wheelhouse_dir(tmp_path, "3.11.2") == directory
-    assert hook.wheelhouse_dir(tmp_path, "3.13.5") is None
+def test_the_hook_runs_the_venv_modules_pip_command_line(tmp_path: Path) -> None:
+    """One pip command line for both paths (module_utils/_pip.py): the same inputs give the same argv."""
+    pip = {
+        "index_url": "https://pypi.example/simple",
+        "extra_index_urls": ["https://extra.example/simple"],
+        "trusted_hosts": ["pypi.example"],
+        "ca_bundle": "/etc/ssl/ca.pem",
+    }
+    for wheelhouse in (None, str(tmp_path)):
+        inputs = venv_utils.PipInputs(
+            requirements=("/r.txt",),
+            wheelhouse=wheelhouse,
+            index_url=pip["index_url"],
+            extra_index_urls=tuple(pip["extra_index_urls"]),
+            trusted_hosts=tuple(pip["trusted_hosts"]),
+            ca_bundle=pip["ca_bundle"],
+        )
+        expected = venv_utils.pip_install_command("/v/bin/python", inputs, ["--no-cache-dir"])
+        assert hook.venv_pip_argv("/v/bin/python", "/r.txt", wheelhouse and Path(wheelhouse), pip) == expected
+
+
+def test_a_push_builds_from_the_wheelhouse_the_app_role_shipped(app_base: Path, work_tree: Path) -> None:
+    """The app role names a host's wheelhouse <X.Y.Z>-<abi>-<machine>-<hash>; a push finds it (and never the old
+    <X.Y.Z> directory, which nothing updates any more)."""
+    deployer = hook.Deployer(make_config(app_base), hook.Reporter(io.StringIO()), privileged=False)
+    interpreter = deployer.interpreter()
+    version = interpreter["version"]
+    assert version == ".".join(map(str, sys.version_info[:3]))
+    stale = app_base / "wheelhouse" / version
+    stale.mkdir()
+    (stale / "Django-4.0-py3-none-any.whl").write_bytes(b"")
+    shipped = app_base / "wheelhouse" / f"{version}-{interpreter['abi']}-{interpreter['machine']}-0123456789ab"
+    shipped.mkdir()
+    (shipped / "Django-5.0-py3-none-any.whl").write_bytes(b"")
+    try:
+        assert hook.wheelhouse_dir(app_base, version, interpreter["abi"], interpreter["machine"]) == shipped
+    finally:
+        shutil.rmtree(stale)
+        shutil.rmtree(shipped)
 
 
 def test_canary_argv_is_the_app_roles_command(tmp_path: Path) -> None:
@@ -419,13 +455,15 @@ def test_a_second_holder_waits_then_gives_up(tmp_path: Path) -> None:
     out = io.StringIO()
     # flock locks belong to the open file description: a second open() in this process competes like another push.
     with (
-        hook.locked(path, 5, hook.Reporter(out), "push"),
-        pytest.raises(hook.DeployError, match="held the lock"),
-        hook.locked(path, 1, hook.Reporter(out), "push"),
+        hook.locked(path, 5, hook.Reporter(out), "push", "push of refs/heads/main aaaa"),
+        pytest.raises(hook.DeployError, match=r"still held by push of refs/heads/main aaaa \(pid \d+"),
+        hook.locked(path, 1, hook.Reporter(out), "push", "push of refs/heads/main bbbb"),
     ):
         pass
-    assert "waiting for another push to finish" in out.getvalue()
-    with hook.locked(path, 1, hook.Reporter(out), "push"):
+    assert f"waiting for another push to finish: the lock {path} is held by push of refs/heads/main aaaa" in (
+        out.getvalue()
+    )
+    with hook.locked(path, 1, hook.Reporter(out), "push", "push of refs/heads/main bbbb"):
         pass  # free again once the first holder left
 
 
@@ -468,7 +506,9 @@ def app_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     (base / "bin" / "app-env").write_text(launcher, encoding="utf-8")
     (base / "bin" / "app-env").chmod(0o755)
-    shutil.copy(APP_RELEASE, base / "bin" / "app-release")
+    # The release tool imports the host library from /usr/local/lib/pyweb-stack; here the collection checkout is it.
+    tool = APP_RELEASE.read_text(encoding="utf-8").replace('"/usr/local/lib/pyweb-stack"', repr(COLLECTIONS))
+    (base / "bin" / "app-release").write_text(tool, encoding="utf-8")
     (base / "canary.py").write_text(CANARY_SERVER, encoding="utf-8")
     return base
 
@@ -633,14 +673,49 @@ def test_the_lock_outlives_the_hook_until_git_moves_the_ref(
     new = git(work_tree, "rev-parse", "HEAD").strip()
     git(work_tree, "update-ref", "refs/heads/main", old)
     out = io.StringIO()
-    with hook.locked(path, 1, hook.Reporter(out), "push"):
+    with hook.locked(path, 1, hook.Reporter(out), "push", "first push"):
         hook.keep_lock_until_ref_moves("refs/heads/main", new, 30)
     # the hook has left the lock, but its detached child still holds it: git has not moved the ref yet
-    with pytest.raises(hook.DeployError, match="held the lock"), hook.locked(path, 1, hook.Reporter(out), "push"):
+    with (
+        pytest.raises(hook.DeployError, match="still held by first push"),
+        hook.locked(path, 1, hook.Reporter(out), "push", "second push"),
+    ):
         pass
     git(work_tree, "update-ref", "refs/heads/main", new)
-    with hook.locked(path, 10, hook.Reporter(out), "push"):
+    with hook.locked(path, 10, hook.Reporter(out), "push", "second push"):
         pass  # released once the ref names the deployed commit
+
+
+def test_the_runner_rolls_out_under_the_apps_release_lock(app_base: Path, work_tree: Path) -> None:
+    """The lock every path takes (<base>/.pyweb-release.lock) is held, naming the push, while the steps run."""
+    looked = {"name": "look", "command": "sh -c 'cat ../../.pyweb-release.lock > held-by.json'"}
+    out = io.StringIO()
+    deployer = hook.Deployer(make_config(app_base, steps=[looked]), hook.Reporter(out), privileged=False)
+    commit = git(work_tree, "rev-parse", "HEAD").strip()
+    status = hook.deploy_under_lock(deployer, "refs/heads/main", commit, archive_of(work_tree), "shop-deploy")
+    assert status == 0, out.getvalue()
+    assert deployer.release is not None
+    holder = json.loads((deployer.release / "held-by.json").read_text(encoding="utf-8"))
+    assert (
+        holder["owner"] == f"git push of refs/heads/main {commit[:12]} (pyweb.stack.git_deploy, pushed by shop-deploy)"
+    )
+    assert holder["pid"] == os.getpid()
+    assert not release_lock.is_locked(app_base / ".pyweb-release.lock")  # given back after the rollout
+
+
+def test_the_runner_waits_for_another_rollout_and_builds_nothing(app_base: Path, work_tree: Path) -> None:
+    before = state(app_base)
+    out = io.StringIO()
+    deployer = hook.Deployer(make_config(app_base, lock_timeout=1), hook.Reporter(out), privileged=False)
+    commit = git(work_tree, "rev-parse", "HEAD").strip()
+    with (
+        release_lock.hold(app_base / ".pyweb-release.lock", 1, "ansible-playbook rollout of shop"),
+        pytest.raises(hook.DeployError, match=r"still held by ansible-playbook rollout of shop \(pid"),
+    ):
+        hook.deploy_under_lock(deployer, "refs/heads/main", commit, archive_of(work_tree), "shop-deploy")
+    assert "waiting for another rollout to finish: the lock " in out.getvalue()
+    assert "-----> [1/" not in out.getvalue()
+    assert state(app_base) == before
 
 
 def test_a_silent_step_is_killed_at_the_timeout(tmp_path: Path) -> None:
