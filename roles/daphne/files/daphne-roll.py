@@ -16,33 +16,29 @@ client is never moved to an instance still on the old code. A roll that stops ea
 the instances left on the old code keep serving. (On TCP ports nothing can be hidden: instances restart in turn.)
 
 Prints one JSON object; exit status 1 when an instance did not come back (the remaining ones are left untouched,
-still serving).
+still serving). The health probe is the collection's one probe (plugins/module_utils/_unixhttp.py, installed by
+pyweb.stack.common's host_library.yml), with its one deadline rule.
 """
 
 from __future__ import annotations
 
+import sys
+
+sys.path.insert(0, "/usr/local/lib/pyweb-stack")  # the host library of pyweb.stack.common (host_library.yml)
+
 import argparse
 import contextlib
-import http.client
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from ansible_collections.pyweb.stack.plugins.module_utils._unixhttp import probe, tcp_target
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
+# Each health request may take this long (within the instance's own deadline); a retry follows after RETRY_DELAY.
+PER_TRY = 10.0
+RETRY_DELAY = 0.3
 
 
 def socket_path(config: dict, instance: str) -> str:
@@ -70,19 +66,11 @@ def unhide(config: dict, instance: str) -> None:
         os.chmod(socket_path(config, instance), VISIBLE_MODE)
 
 
-def connection_for(config: dict, instance: str, timeout: float) -> http.client.HTTPConnection:
+def probe_target(config: dict, instance: str) -> str:
+    """Where the roll asks the instance for its health: its own unix socket, or its TCP port."""
     if config["bind"] == "unix":
-        return UnixHTTPConnection(socket_path(config, instance), timeout)
-    return http.client.HTTPConnection(config["tcp_address"], int(instance), timeout=timeout)
-
-
-def health_status(config: dict, instance: str, timeout: float) -> int:
-    connection = connection_for(config, instance, timeout)
-    try:
-        connection.request("GET", config["health_path"], headers={"Host": "localhost", "User-Agent": "daphne-roll"})
-        return connection.getresponse().status
-    finally:
-        connection.close()
+        return socket_path(config, instance)
+    return tcp_target(config["tcp_address"], instance)
 
 
 def systemctl(*args: str) -> subprocess.CompletedProcess:
@@ -95,22 +83,22 @@ def main_pid(unit: str) -> int:
 
 
 def wait_until_answering(config: dict, instance: str, unit: str, deadline: float) -> str | None:
-    """None once the instance is active and healthy, else why not."""
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if systemctl("is-active", "--quiet", unit).returncode != 0:
-            last = f"{unit} is not active"
-        else:
-            try:
-                status = health_status(config, instance, max(1.0, min(10.0, deadline - time.monotonic())))
-            except OSError as exc:
-                last = f"{exc.strerror or exc}"
-            else:
-                if status == 200:
-                    return None
-                last = f"HTTP {status} for {config['health_path']}"
-        time.sleep(0.3)
-    return last
+    """None once the instance is active and healthy (HTTP 200, retried until the deadline), else why not."""
+
+    def ready() -> str | None:
+        return None if systemctl("is-active", "--quiet", unit).returncode == 0 else f"{unit} is not active"
+
+    result = probe(
+        probe_target(config, instance),
+        config["health_path"],
+        deadline,
+        per_try=PER_TRY,
+        expect_json=False,
+        ready=ready,
+        interval=RETRY_DELAY,
+        until_healthy=True,
+    )
+    return None if result.ok else f"{result.reason} for {config['health_path']}"
 
 
 def restart_instance(config: dict, instance: str, timeout: float) -> dict | str:

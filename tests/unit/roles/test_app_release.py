@@ -1,69 +1,38 @@
-"""Unit tests for roles/app/files/app-release.py, the release bookkeeping tool installed as <base>/bin/app-release.
+"""Unit tests for roles/app/files/app-release.py, the release command line installed as <base>/bin/app-release.
 
-The script is not a package and has no shebang, so it is loaded from its path. Every test works on a real
+The script is not a package and has no shebang, so it is loaded from its path; it imports the release store and
+the probe from the collection's module_utils (PYTHONPATH=.cache/collections, as `make units` sets it; on a host,
+the host library of pyweb.stack.common). These tests hold what the command line prints and does, the store's
+own rules are in tests/unit/plugins/module_utils/test_release.py. Every test works on a real
 <base>/releases/<timestamp> tree in tmp_path; nothing of the logic under test is mocked.
 """
 
 from __future__ import annotations
 
-import http.server
-import importlib.util
 import json
 import os
-import shutil
-import socket
-import socketserver
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from ansible_collections.pyweb.stack.plugins.module_utils import _release as rel
+from pyweb_molecule import load_source
 
-SCRIPT = Path(__file__).resolve().parents[3] / "roles" / "app" / "files" / "app-release.py"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("app_release", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+REPO = Path(__file__).resolve().parents[3]
+SCRIPT = REPO / "roles" / "app" / "files" / "app-release.py"
 
 
-app_release = load_script()
-
-R1, R2, R3, R4, R5 = (f"2024010{i}T120000Z" for i in range(1, 6))
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def make_release(base: Path, name: str, status: str = "good", reason: str = "boom") -> Path:
-    """Create <base>/releases/<name> in the given state: good, failed, rolled_back or incomplete."""
-    path = base / "releases" / name
-    path.mkdir(parents=True)
-    (path / "app.py").write_text("# code\n", encoding="utf-8")
-    if status in ("good", "failed", "rolled_back"):
-        (path / app_release.META_FILE).write_text(json.dumps({"release": name}), encoding="utf-8")
-    if status == "failed":
-        (path / app_release.FAILED_FILE).write_text(reason + "\n", encoding="utf-8")
-    if status == "rolled_back":
-        (path / app_release.ROLLED_BACK_FILE).write_text("2024-01-01T00:00:00Z\n", encoding="utf-8")
-    return path
-
-
-def point_current(base: Path, name: str) -> None:
-    os.symlink(str(base / "releases" / name), str(base / "current"))
-
-
-def current_target(base: Path) -> str:
-    return os.readlink(str(base / "current"))
+app_release = load_source("app_release", SCRIPT)
+# The release trees and the test servers of the module_utils tests, built the same way here.
+trees = load_source("release_trees", REPO / "tests" / "unit" / "plugins" / "module_utils" / "test_release.py")
+servers = load_source("http_servers", REPO / "tests" / "unit" / "plugins" / "module_utils" / "test_unixhttp.py")
+R1, R2, R3, R4, R5 = trees.R1, trees.R2, trees.R3, trees.R4, trees.R5
+HOUR = trees.HOUR
+make_release, point_current, current_target = trees.make_release, trees.point_current, trees.current_target
+names, age_path = trees.names, trees.age_path
+socket_path = servers.socket_path
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
@@ -74,49 +43,11 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
     return code, json.loads(out[0])
 
 
-def names(base: Path) -> list[str]:
-    return sorted(p.name for p in (base / "releases").iterdir())
-
-
-HOUR = 3600
-
-
-def age_path(path: Path, seconds: float) -> Path:
-    """Make path and its direct entries look last changed `seconds` ago (a build abandoned that long ago)."""
-    then = time.time() - seconds
-    for entry in [path, *path.iterdir()]:
-        os.utime(str(entry), (then, then), follow_symlinks=False)
-    return path
-
-
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
     root = tmp_path / "app"
     (root / "releases").mkdir(parents=True)
     return root
-
-
-# ---------------------------------------------------------------------------------------------- release status
-
-
-@pytest.mark.parametrize(
-    ("status", "expected"),
-    [("good", "good"), ("failed", "failed"), ("rolled_back", "rolled_back"), ("incomplete", "incomplete")],
-)
-def test_release_status(base: Path, status: str, expected: str) -> None:
-    assert app_release.release_status(make_release(base, R1, status)) == expected
-
-
-def test_failed_wins_over_meta_and_rolled_back(base: Path) -> None:
-    path = make_release(base, R1, "rolled_back")
-    (path / app_release.FAILED_FILE).write_text("bad\n", encoding="utf-8")
-    assert app_release.release_status(path) == "failed"
-
-
-def test_meta_must_be_a_file(base: Path) -> None:
-    path = make_release(base, R1, "incomplete")
-    (path / app_release.META_FILE).mkdir()
-    assert app_release.release_status(path) == "incomplete"
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -211,18 +142,13 @@ def test_state_without_current_offers_newest_good(base: Path, capsys: pytest.Cap
 
 def test_state_current_meta_none_when_unreadable(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = make_release(base, R1, "good")
-    (path / app_release.META_FILE).write_text("{not json", encoding="utf-8")
+    (path / rel.META_FILE).write_text("{not json", encoding="utf-8")
     point_current(base, R1)
 
     _exit_code, result = run(capsys, "state", "--base", str(base))
 
     assert result["current"] == R1
     assert result["current_meta"] is None
-
-
-def test_current_that_is_a_plain_directory_is_not_current(base: Path) -> None:
-    (base / "current").mkdir()
-    assert app_release.current_release(base) is None
 
 
 # ---------------------------------------------------------------------------------------------- swap
@@ -239,7 +165,7 @@ def test_swap_replaces_current_and_reports_previous(base: Path, capsys: pytest.C
     assert result == {"changed": True, "previous": R1, "current": R2}
     assert (base / "current").is_symlink()
     assert current_target(base) == str(base / "releases" / R2)
-    assert app_release.current_release(base) == R2
+    assert rel.ReleaseStore(base).current() == R2
     leftovers = [p.name for p in base.iterdir() if p.name.startswith(".current.")]
     assert leftovers == [], "the temporary symlink must be renamed over current, not left behind"
 
@@ -312,7 +238,7 @@ def test_swap_allow_unchecked_takes_incomplete_release(base: Path, capsys: pytes
 
     assert code == 0
     assert result == {"changed": True, "previous": R1, "current": R2}
-    assert app_release.current_release(base) == R2
+    assert rel.ReleaseStore(base).current() == R2
 
 
 def test_swap_back_to_rolled_back_release_clears_marker(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -324,9 +250,9 @@ def test_swap_back_to_rolled_back_release_clears_marker(base: Path, capsys: pyte
 
     assert code == 0
     assert result["changed"] is True
-    assert not (path / app_release.ROLLED_BACK_FILE).exists()
-    assert app_release.release_status(path) == "good"
-    assert app_release.current_release(base) == R2
+    assert not (path / rel.ROLLED_BACK_FILE).exists()
+    assert rel.release_status(path) == "good"
+    assert rel.ReleaseStore(base).current() == R2
 
 
 def test_swap_dry_run_reports_but_does_not_touch(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -339,7 +265,7 @@ def test_swap_dry_run_reports_but_does_not_touch(base: Path, capsys: pytest.Capt
     assert code == 0
     assert result == {"changed": True, "previous": R1, "current": R2}
     assert current_target(base) == str(base / "releases" / R1)
-    assert (path / app_release.ROLLED_BACK_FILE).exists()
+    assert (path / rel.ROLLED_BACK_FILE).exists()
 
 
 def test_swap_that_cannot_rename_keeps_rolled_back_marker(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -353,8 +279,8 @@ def test_swap_that_cannot_rename_keeps_rolled_back_marker(base: Path, capsys: py
     assert code == 1
     assert result["changed"] is False
     assert "cannot point" in result["msg"]
-    assert (path / app_release.ROLLED_BACK_FILE).exists(), "the marker goes only once current really moved"
-    assert app_release.release_status(path) == "rolled_back"
+    assert (path / rel.ROLLED_BACK_FILE).exists(), "the marker goes only once current really moved"
+    assert rel.release_status(path) == "rolled_back"
     assert [p.name for p in base.iterdir() if p.name.startswith(".current.")] == []
 
 
@@ -371,7 +297,7 @@ def test_swap_with_relative_base_in_process(
     assert code == 0
     assert os.path.isabs(current_target(base))
     assert (base / "current" / "app.py").is_file()
-    assert app_release.current_release(base) == R2
+    assert rel.ReleaseStore(base).current() == R2
 
 
 # ---------------------------------------------------------------------------------------------- fail / rolled-back
@@ -384,9 +310,9 @@ def test_fail_writes_reason_and_release_becomes_failed(base: Path, capsys: pytes
 
     assert code == 0
     assert result == {"changed": True, "release": R1, "reason": "health check 500\n\n", "current": None}
-    assert (path / app_release.FAILED_FILE).read_text(encoding="utf-8") == "health check 500\n"
-    assert app_release.release_status(path) == "failed"
-    assert app_release.releases(base) == [{"name": R1, "status": "failed", "reason": "health check 500"}]
+    assert (path / rel.FAILED_FILE).read_text(encoding="utf-8") == "health check 500\n"
+    assert rel.release_status(path) == "failed"
+    assert rel.ReleaseStore(base).releases() == [{"name": R1, "status": "failed", "reason": "health check 500"}]
 
 
 def test_fail_of_another_release_leaves_current(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -398,7 +324,7 @@ def test_fail_of_another_release_leaves_current(base: Path, capsys: pytest.Captu
 
     assert code == 0
     assert result["current"] == R1
-    assert app_release.current_release(base) == R1
+    assert rel.ReleaseStore(base).current() == R1
 
 
 def test_fail_of_current_release_swaps_back_to_previous_good(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -411,9 +337,9 @@ def test_fail_of_current_release_swaps_back_to_previous_good(base: Path, capsys:
 
     assert code == 0
     assert result["current"] == R1
-    assert app_release.current_release(base) == R1
+    assert rel.ReleaseStore(base).current() == R1
     assert os.path.isabs(current_target(base))
-    assert app_release.release_status(base / "releases" / R2) == "failed"
+    assert rel.release_status(base / "releases" / R2) == "failed"
     assert not list(base.glob(".current.*"))
 
 
@@ -429,7 +355,7 @@ def test_fail_of_current_release_without_previous_good_removes_current(
     assert code == 0
     assert result["current"] is None
     assert not (base / "current").is_symlink()
-    assert app_release.current_release(base) is None
+    assert rel.ReleaseStore(base).current() is None
 
 
 def test_fail_missing_release_fails(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -447,7 +373,7 @@ def test_rolled_back_marks_good_release(base: Path, capsys: pytest.CaptureFixtur
 
     assert code == 0
     assert result == {"changed": True, "release": R1}
-    assert app_release.release_status(path) == "rolled_back"
+    assert rel.release_status(path) == "rolled_back"
 
 
 @pytest.mark.parametrize("status", ["failed", "incomplete", "rolled_back"])
@@ -460,7 +386,7 @@ def test_rolled_back_ignores_release_that_is_not_good(
 
     assert code == 0
     assert result == {"changed": False, "release": R1}
-    assert app_release.release_status(path) == status
+    assert rel.release_status(path) == status
 
 
 def test_rolled_back_missing_release_is_a_no_op(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -601,13 +527,6 @@ def test_prune_removes_venvs_only_linked_by_removed_releases(base: Path, capsys:
     assert (base / "releases" / R4 / ".venv" / "bin").is_dir()
 
 
-def test_prune_keeps_rollback_target_when_current_is_not_newest(base: Path) -> None:
-    all_releases = [{"name": name, "status": "good"} for name in (R1, R2, R3, R4)]
-    target = app_release.previous_good(all_releases, R2)
-    assert target == R1
-    assert target not in app_release.releases_to_remove(all_releases, R2, 2)
-
-
 def test_prune_after_manual_swap_back_keeps_current_and_rollback_target(
     base: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -734,103 +653,29 @@ def test_prune_rejects_negative_numbers(
     assert names(base) == [R1]
 
 
-# ---------------------------------------------------------------------------------------------- probe judging
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "expect_json", "expected"),
-    [
-        (200, '{"ok": true}', True, None),
-        (200, "hello", False, None),
-        (200, "hello", True, "HTTP 200 but the body is not JSON"),
-        (503, '{"ok": false}', True, "HTTP 503"),
-        (404, "", False, "HTTP 404"),
-    ],
-)
-def test_judge(status: int, body: str, expect_json: bool, expected: str | None) -> None:
-    assert app_release.judge(status, body, expect_json) == expected
-
-
-@pytest.fixture
-def socket_path() -> Iterator[str]:
-    """A unix socket path short enough for AF_UNIX (pytest's tmp_path can exceed its 107 bytes)."""
-    directory = tempfile.mkdtemp(prefix="ar-", dir="/tmp")
-    yield os.path.join(directory, "s.sock")
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-class RawReplyServer:
-    """Accepts on a unix socket (from `delay` seconds on), reads the request, answers `reply` bytes raw.
-
-    With reply None it never answers and holds the connection until stopped: a hung app.
-    """
-
-    def __init__(self, path: str, reply: bytes | None, delay: float = 0.0) -> None:
-        self.path = path
-        self.reply = reply
-        self.delay = delay
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-
-    def serve(self) -> None:
-        if self.stopped.wait(self.delay):
-            return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-            listener.bind(self.path)
-            listener.listen(8)
-            listener.settimeout(0.1)
-            held = []
-            while not self.stopped.is_set():
-                try:
-                    connection, _address = listener.accept()
-                except socket.timeout:
-                    continue
-                connection.recv(65536)
-                if self.reply is None:
-                    held.append(connection)
-                    continue
-                connection.sendall(self.reply)
-                connection.close()
-            for connection in held:
-                connection.close()
-
-    def __enter__(self) -> RawReplyServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stopped.set()
-        self.thread.join(5)
-
-
-class JSONHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps({"ok": True, "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:  # unix peers have no address to log
-        pass
+# ---------------------------------------------------------------------------------------------- probe and canary
+# The probe's own rules (deadline, retries, malformed replies) are in tests/unit/plugins/module_utils/
+# test_unixhttp.py; these hold what the command line makes of them.
 
 
 def test_probe_healthy_json_over_unix_socket(socket_path: str, capsys: pytest.CaptureFixture[str]) -> None:
-    server = socketserver.UnixStreamServer(socket_path, JSONHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with servers.AnsweringServer(socket_path, (200, b'{"ok": true, "path": "/health"}')):
         code, result = run(capsys, "probe", "--socket", socket_path, "--path", "/health", "--expect-json")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert code == 0
-    assert result["ok"] is True
-    assert result["status"] == 200
-    assert json.loads(result["body"]) == {"ok": True, "path": "/health"}
-    assert result["error"] is None
-    assert result["socket"] == socket_path
+    assert result == {
+        "ok": True,
+        "status": 200,
+        "body": '{"ok": true, "path": "/health"}',
+        "error": None,
+        "socket": socket_path,
+    }
+
+
+def test_probe_unhealthy_answer_reports_status_and_body(socket_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with servers.AnsweringServer(socket_path, (503, b'{"db": "down"}')):
+        code, result = run(capsys, "probe", "--socket", socket_path, "--expect-json")
+    assert code == 1
+    assert result == {"ok": False, "status": 503, "body": '{"db": "down"}', "error": "HTTP 503", "socket": socket_path}
 
 
 @pytest.mark.parametrize(
@@ -844,26 +689,81 @@ def test_probe_healthy_json_over_unix_socket(socket_path: str, capsys: pytest.Ca
 def test_probe_malformed_reply_is_a_clean_failure(
     socket_path: str, capsys: pytest.CaptureFixture[str], reply: bytes
 ) -> None:
-    with RawReplyServer(socket_path, reply):
-        time.sleep(0.2)
+    with servers.RawReplyServer(socket_path, reply):
         code, result = run(capsys, "probe", "--socket", socket_path, "--timeout", "5")
     assert code == 1
     assert result["ok"] is False
     assert "malformed HTTP reply" in result["error"]
+    assert "status" not in result
     assert result["socket"] == socket_path
 
 
 def test_probe_never_runs_past_its_deadline(socket_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     # Nothing listens for 2 s, then a server accepts and never answers: the attempt that connects late may only
     # use the time left of the 3 s overall, not a fresh 3 s (or 10 s) of its own.
-    with RawReplyServer(socket_path, None, delay=2.0):
+    with servers.RawReplyServer(socket_path, None, delay=2.0):
         started = time.monotonic()
         code, result = run(capsys, "probe", "--socket", socket_path, "--timeout", "3")
         elapsed = time.monotonic() - started
     assert code == 1
     assert result["ok"] is False
     assert result["error"].startswith("no answer within 3s")
-    assert elapsed < 4.2, f"the probe ran {elapsed:.1f}s past a 3s deadline"
+    assert elapsed < 3 + servers.SLACK, f"the probe ran {elapsed:.1f}s past a 3s deadline"
+
+
+# A canary server: answers GET on the unix socket it is given with the status in argv[2], after printing a line
+# (so the log has something); with status "exit" it exits 3 before listening.
+CANARY = """
+import http.server, socketserver, sys
+print("canary starting", flush=True)
+if sys.argv[2] == "exit":
+    sys.exit(3)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'{"canary": true}'
+        self.send_response(int(sys.argv[2]))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+socketserver.UnixStreamServer(sys.argv[1], Handler).serve_forever()
+"""
+
+
+def canary(capsys: pytest.CaptureFixture[str], status: str, *options: str) -> tuple[int, dict]:
+    return run(capsys, "canary", "--timeout", "10", *options, "--", sys.executable, "-c", CANARY, "{socket}", status)
+
+
+def test_canary_healthy_server_passes_and_is_stopped(capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = canary(capsys, "200", "--expect-json")
+    assert code == 0
+    assert (result["ok"], result["status"], result["body"], result["error"]) == (True, 200, '{"canary": true}', None)
+    assert result["command"][-2].endswith("/canary.sock"), "{socket} is replaced by the canary's own socket"
+    assert not Path(result["command"][-2]).parent.exists(), "the canary's scratch directory is removed"
+    assert "log" not in result
+
+
+def test_canary_unhealthy_server_fails_with_its_log(capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = canary(capsys, "500")
+    assert code == 1
+    assert (result["ok"], result["status"], result["error"]) == (False, 500, "HTTP 500")
+    assert "canary starting" in result["log"]
+
+
+def test_canary_that_exits_names_its_status(capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = canary(capsys, "exit")
+    assert code == 1
+    assert result["ok"] is False
+    assert result["error"] == "the canary exited with status 3 before answering"
+    assert "canary starting" in result["log"]
+
+
+def test_canary_that_cannot_start(capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = run(capsys, "canary", "--", "/nonexistent/server", "{socket}")
+    assert code == 1
+    assert result["ok"] is False
+    assert result["error"].startswith("cannot start /nonexistent/server: ")
 
 
 def test_canary_without_command_fails(capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,21 +40,27 @@ elif args[0] == "restart" and args[1] in os.environ.get("FAIL_RESTART", "").spli
 """
 
 
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+STARTING = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 8\r\nConnection: close\r\n\r\nstarting"
+
+
 class HealthSockets:
-    """Listening unix sockets <dir>/<n>.sock answering every request with HTTP 200, like healthy instances."""
+    """Listening unix sockets <dir>/<n>.sock answering HTTP 200, like healthy instances; an instance in `starting`
+    first answers 503 that many times (a new process still loading the app). `requests` counts per instance."""
 
     def __init__(self, directory: Path, instances: list[str]) -> None:
         self.listeners = []
+        self.starting: dict[str, int] = {}
+        self.requests: dict[str, int] = dict.fromkeys(instances, 0)
         for instance in instances:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(str(directory / f"{instance}.sock"))
             (directory / f"{instance}.sock").chmod(0o660)
             listener.listen(16)
             self.listeners.append(listener)
-            threading.Thread(target=self.serve, args=(listener,), daemon=True).start()
+            threading.Thread(target=self.serve, args=(listener, instance), daemon=True).start()
 
-    @staticmethod
-    def serve(listener: socket.socket) -> None:
+    def serve(self, listener: socket.socket, instance: str) -> None:
         while True:
             try:
                 connection, _peer = listener.accept()
@@ -62,7 +68,9 @@ class HealthSockets:
                 return
             with connection:
                 connection.recv(4096)
-                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                self.requests[instance] += 1
+                starting = self.starting.get(instance, 0) >= self.requests[instance]
+                connection.sendall(STARTING if starting else OK)
 
     def close(self) -> None:
         for listener in self.listeners:
@@ -85,7 +93,7 @@ def roll_env(tmp_path: Path) -> Iterator[dict]:
         "ROLL_SOCKET_DIR": str(socket_dir),
         "ROLL_LOG": str(tmp_path / "systemctl.log"),
     }
-    yield {"tmp": tmp_path, "env": env, "socket_dir": socket_dir}
+    yield {"tmp": tmp_path, "env": env, "socket_dir": socket_dir, "sockets": sockets}
     sockets.close()
 
 
@@ -176,3 +184,29 @@ def test_tcp_instances_restart_in_turn_without_hiding(roll_env) -> None:
     report = json.loads(result.stdout)
     assert report["hidden"] == []
     assert restarts(calls)[0] == ("daphne-chat@1.service", ["1.sock", "2.sock", "3.sock"])
+
+
+def test_an_instance_still_starting_is_waited_for(roll_env) -> None:
+    # The health probe (the collection's one probe, until healthy) retries a 503 until the instance answers 200.
+    roll_env["sockets"].starting["2"] = 2
+    result, _calls = run_roll(roll_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert roll_env["sockets"].requests["2"] == 3
+
+
+def test_an_instance_never_healthy_stops_the_roll_with_the_reason(roll_env) -> None:
+    roll_env["sockets"].starting["2"] = 1000
+    config_dir = write_config(roll_env["tmp"], roll_env["socket_dir"])
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--app", "chat", "--config-dir", str(config_dir), "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=roll_env["env"],
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert report["failed"] == "daphne-chat@2.service"
+    assert report["error"] == "no answer within 1s (HTTP 503) for /health/"
+    assert visible_sockets(roll_env["socket_dir"]) == ["1.sock", "2.sock", "3.sock"]
