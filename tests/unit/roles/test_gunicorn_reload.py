@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import importlib.util
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 import jinja2
 import pytest
 from ansible_collections.pyweb.stack.plugins.module_utils._procs import children, cmdline, environ_of
-from pyweb_molecule import cached_venv
+from pyweb_molecule import cached_venv, load_source
 
 SCRIPT = Path(__file__).resolve().parents[3] / "roles" / "gunicorn" / "files" / "gunicorn-reload.py"
 
@@ -775,12 +774,7 @@ def test_unreadable_env_file_is_a_clean_failure(site: Site) -> None:
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("gunicorn_reload_tool", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source("gunicorn_reload_tool", SCRIPT)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ the way the hosts do: as the file the `common` role installs."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -12,18 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pyweb_molecule import load_source
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "roles" / "common" / "files" / "unit-verify.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("unit_verify", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source("unit_verify", SCRIPT)
 
 
 unit_verify = load_script()

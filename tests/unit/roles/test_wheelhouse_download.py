@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -21,18 +20,14 @@ from types import ModuleType
 
 import pytest
 import yaml
+from pyweb_molecule import load_source
 
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "app"
 SCRIPT = ROLE / "files" / "wheelhouse-download.py"
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wheelhouse_download", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_source("wheelhouse_download", SCRIPT)
 
 
 wheelhouse_download = load_script()
