@@ -78,6 +78,48 @@ def run_converge(*arguments: str, timeout: float = 600) -> subprocess.CompletedP
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
 
 
+# Check mode after converge
+
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # molecule may force colours on the nested run
+CHECK_DIFF_RECORD = "/root/pyweb-check-diff.json"  # written by shared/check_diff_after_converge.yml
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP of an ansible-playbook run: changed, unreachable and failed per host."""
+    return {
+        name: {"changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+        for name, changed, unreachable, failed in RECAP.findall(COLOUR.sub("", output))
+    }
+
+
+def changed_tasks(output: str) -> list[str]:
+    """The tasks that reported a change, by name (what a failing check names)."""
+    tasks, task = [], ""
+    for line in COLOUR.sub("", output).splitlines():
+        if line.startswith("TASK ["):
+            task = line.split("[", 1)[1].rsplit("]", 1)[0]
+        elif line.startswith("changed: ") and task not in tasks:
+            tasks.append(task)
+    return tasks
+
+
+def assert_check_diff_changes_nothing(run: subprocess.CompletedProcess) -> None:
+    """A `--check --diff` run of converge.yml succeeded and reported changed=0 on every host."""
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    hosts = recap(run.stdout)
+    assert hosts, run.stdout[-2000:]
+    changed = {name: counts["changed"] for name, counts in hosts.items()}
+    assert changed == dict.fromkeys(hosts, 0), changed_tasks(run.stdout)
+
+
+def assert_recorded_check_diff_changed_nothing(host) -> None:
+    """What shared/check_diff_after_converge.yml recorded right after converge and idempotence."""
+    check = yaml.safe_load(host.file(CHECK_DIFF_RECORD).content_string)
+    assert check["rc"] == 0, check["tail"]
+    assert check["changed"] == 0, check["changed_tasks"]
+
+
 def wait_for(check: Callable[[], object], seconds: float, interval: float = 0.5) -> bool:
     """Polls check until it is true or seconds have passed (a bounded wait, never a timing assert)."""
     deadline = time.monotonic() + seconds

@@ -1,12 +1,15 @@
-"""What this process runs: the version and release directory it loaded (read once, at import)."""
+"""What this process runs: the version, the release directory and the virtualenv it loaded (read once, at import)."""
 
 import os
+import sys
 
 from django.conf import settings
 
 VERSION = settings.VERSION_FILE.read_text(encoding="utf-8").strip()
 RELEASE = settings.BASE_DIR.name
+# The venv under <base>/venvs that <release>/.venv pointed at when this process started.
+VENV = os.path.realpath(sys.prefix)
 
 
 def identity() -> dict:
-    return {"version": VERSION, "release": RELEASE, "pid": os.getpid()}
+    return {"version": VERSION, "release": RELEASE, "venv": VENV, "pid": os.getpid()}

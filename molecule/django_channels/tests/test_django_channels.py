@@ -41,6 +41,8 @@ DAPHNE_UNITS = [f"daphne-{APP}@{n}.service" for n in range(1, DAPHNE_INSTANCES +
 WORKER_UNITS = [f"daphne-{APP}-worker-{worker['name']}.service" for worker in SETTINGS["daphne_workers"]]
 RECONNECT_LIMIT = 5.0  # seconds a websocket client may be without a server during a redeploy
 WEBSOCKET_CLIENTS = 8  # connected through nginx during the redeploy: four on each of the two daphne instances
+HTTP_CLIENTS = 4  # asking through nginx during the redeploy, each every 20 ms
+NEW_DEPENDENCY = "six==1.17.0"  # pure Python: the redeploy's new venv installs it from the controller's wheelhouse
 
 
 def ws_connect(address: str, path: str, origin: str = f"https://{HOSTNAME}"):
@@ -335,29 +337,46 @@ class WebsocketWatcher(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def redeploy(address, tmp_path_factory) -> dict:
-    """Deploys the example with a new VERSION through `--tags deploy` while a websocket client and an HTTP client
-    keep talking to the site."""
+def redeploy(host, address, tmp_path_factory) -> dict:
+    """Deploys the example with a new VERSION and a new dependency (so a new venv, which uwsgi's master can only
+    load by re-executing itself) through `--tags deploy`, while websocket clients and HTTP clients keep talking to
+    the site."""
     version = f"2.0.{int(time.time())}"
     source = tmp_path_factory.mktemp("django_channels") / "v2"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "*.mo", ".venv"))
     (source / "VERSION").write_text(version + "\n", encoding="utf-8")
+    with (source / "requirements.txt").open("a", encoding="utf-8") as requirements:
+        requirements.write(f"{NEW_DEPENDENCY}\n")
+    venv_before = host.check_output(f"readlink -f {BASE}/current/.venv")
     # The first client is the one the single-client checks below look at; together they spread over every daphne
     # instance (nginx sends each new connection to the next one).
     clients = [WebsocketWatcher(address) for _ in range(WEBSOCKET_CLIENTS)]
     websocket = clients[0]
-    # Asks /version/ through nginx and uwsgi every 0.2 s, recording every answer that is not a 200.
+    # HTTP_CLIENTS clients ask /version/ through nginx and uwsgi, each every 20 ms, recording every answer that is
+    # not a 200 and which version and venv each 200 came from.
     versions: set[str] = set()
-    web = HttpWatcher(address, "/version/", HOSTNAME, on_answer=lambda body: versions.add(json.loads(body)["version"]))
+    venvs: dict[str, set[str]] = {}
+
+    def seen(body: bytes) -> None:
+        answer = json.loads(body)
+        versions.add(answer["version"])
+        venvs.setdefault(answer["version"], set()).add(answer["venv"])
+
+    webs = [
+        HttpWatcher(address, "/version/", HOSTNAME, interval=0.02, limit=20000, on_answer=seen)
+        for _ in range(HTTP_CLIENTS)
+    ]
     for client in clients:
         client.start()
-    web.start()
+    for web in webs:
+        web.start()
     assert wait_for(lambda: all(client.sessions for client in clients), 30), "not every client got connected"
     deployed = run_converge("--tags", "deploy", "--extra-vars", json.dumps({"app_source_dir": str(source)}))
     time.sleep(3)  # the watchers talk to the new code for a while
     for client in clients:
         client.stop.set()
-    web.finish(30)
+    for web in webs:
+        web.finish(30)
     for client in clients:
         client.join(30)
     return {
@@ -365,8 +384,11 @@ def redeploy(address, tmp_path_factory) -> dict:
         "deploy": deployed,
         "websocket": websocket,
         "clients": clients,
-        "web": web,
+        "webs": webs,
         "versions": versions,
+        "venvs": venvs,
+        "venv_before": venv_before,
+        "venv_after": host.check_output(f"readlink -f {BASE}/current/.venv"),
     }
 
 
@@ -389,10 +411,20 @@ def test_redeploy_serves_the_new_version_over_https(redeploy, host, address) -> 
 
 
 def test_http_requests_keep_being_answered_during_the_redeploy(redeploy) -> None:
-    web = redeploy["web"]
-    assert web.answers > 10
-    assert web.failures == []
+    webs = redeploy["webs"]
+    answers = sum(web.answers for web in webs)
+    failures = [failure for web in webs for failure in web.failures]
+    print(f"during the redeploy: {answers} requests, {len(failures)} failed")
+    assert answers > 100
+    assert failures == [], f"{len(failures)} of {answers} requests failed: {failures[:5]}"
     assert redeploy["version"] in redeploy["versions"]
+
+
+def test_the_new_dependency_is_served_from_a_new_venv(redeploy) -> None:
+    # The release-aware reload had to re-execute uwsgi's master (a chain reload keeps the old interpreter): the
+    # requests above were answered across that switch.
+    assert redeploy["venv_after"] != redeploy["venv_before"]
+    assert redeploy["venvs"][redeploy["version"]] == {redeploy["venv_after"]}
 
 
 def test_websocket_client_reconnects_to_the_new_code_within_5_seconds(redeploy) -> None:

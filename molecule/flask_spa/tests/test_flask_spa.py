@@ -169,6 +169,4 @@ def test_an_invalid_nginx_setting_never_goes_live(host, address) -> None:
 
 def test_check_mode_after_converge_changes_nothing(host) -> None:
     # side_effect.yml ran `ansible-playbook --check --diff converge.yml` right after idempotence.
-    check = json.loads(host.file("/root/pyweb-flask-spa-check.json").content_string)
-    assert check["rc"] == 0, check["tail"]
-    assert check["changed"] == 0, check["changed_tasks"]
+    pyweb_molecule.assert_recorded_check_diff_changed_nothing(host)

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from ansible_collections.pyweb.stack.plugins.module_utils import _reload
 from ansible_collections.pyweb.stack.plugins.module_utils._procs import children, cmdline, environ_of
-from pyweb_molecule import cached_venv, load_source
+from pyweb_molecule import cached_venv
 
 SCRIPT = Path(__file__).resolve().parents[3] / "roles" / "gunicorn" / "files" / "gunicorn-reload.py"
 
@@ -774,7 +775,8 @@ def test_unreadable_env_file_is_a_clean_failure(site: Site) -> None:
 
 
 def load_tool():
-    return load_source("gunicorn_reload_tool", SCRIPT)
+    """The decisions live in the collection's module_utils, which the tool (and the module) import."""
+    return _reload
 
 
 @pytest.mark.parametrize(

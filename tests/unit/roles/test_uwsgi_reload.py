@@ -10,121 +10,20 @@ the tool is mocked: it reads /proc, touches the files and waits for the new work
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[3] / "roles" / "uwsgi" / "files" / "uwsgi-reload.py"
 
-STANDIN = r"""
-import os
-import signal
-import sys
-import time
-
-pidfile, reload_file, chain_file, current, count, log = sys.argv[1:7]
-
-
-def fork_workers():
-    workers = []
-    for _ in range(int(count)):
-        pid = os.fork()
-        if pid == 0:
-            os.chdir(os.path.realpath(current))
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            while True:
-                time.sleep(1)
-        workers.append(pid)
-    return workers
-
-
-def stop(workers):
-    for pid in workers:
-        os.kill(pid, signal.SIGTERM)
-    for pid in workers:
-        os.waitpid(pid, 0)
-
-
-def seconds(path):
-    return int(os.stat(path).st_mtime)
-
-
-workers = fork_workers()
-seen = {path: seconds(path) for path in (reload_file, chain_file)}
-with open(pidfile, "w") as out:
-    out.write(f"{os.getpid()}\n")
-signal.signal(signal.SIGTERM, lambda *_: (stop(workers), sys.exit(0)))
-while True:
-    for path, action in ((reload_file, "reload"), (chain_file, "chain-reload")):
-        if seconds(path) != seen[path]:
-            seen[path] = seconds(path)
-            stop(workers)
-            workers = fork_workers()
-            with open(log, "a") as out:
-                out.write(action + "\n")
-    time.sleep(0.05)
-"""
-
 
 @pytest.fixture
-def vassal(tmp_path: Path) -> Iterator[dict]:
-    """A running stand-in master and the vassal file that describes it."""
-    release = tmp_path / "releases" / "1"
-    (release / ".venv").mkdir(parents=True)
-    current = tmp_path / "current"
-    current.symlink_to(release)
-    run = tmp_path / "run"
-    run.mkdir()
-    config = tmp_path / "etc"
-    (config / "vassals").mkdir(parents=True)
-    files = {
-        "pidfile": run / "app.pid",
-        "reload": tmp_path / "reload",
-        "chain": tmp_path / "chain-reload",
-        "log": tmp_path / "actions.log",
-    }
-    for name in ("reload", "chain"):
-        files[name].touch()
-        os.utime(files[name], (time.time() - 10, time.time() - 10))
-    (config / "vassals" / "app.ini").write_text(
-        "[uwsgi]\n"
-        f"pidfile = {files['pidfile']}\n"
-        f"pythonpath = {current}\n"
-        "processes = 2\n"
-        f"touch-reload = {files['reload']}\n"
-        f"touch-chain-reload = {files['chain']}\n"
-        "\n[pyweb]\nenv-file = /nonexistent\n",
-        encoding="utf-8",
-    )
-    standin = tmp_path / "uwsgi_standin.py"
-    standin.write_text(STANDIN, encoding="utf-8")
-    master = subprocess.Popen(
-        [
-            sys.executable,
-            str(standin),
-            str(files["pidfile"]),
-            str(files["reload"]),
-            str(files["chain"]),
-            str(current),
-            "2",
-            str(files["log"]),
-        ],
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 10
-    while not files["pidfile"].exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield {"config": config, "master": master.pid, "release": str(release), "venv": str(release / ".venv"), **files}
-    finally:
-        master.send_signal(signal.SIGTERM)
-        master.wait(10)
+def vassal(uwsgi_vassal: dict) -> dict:
+    """A running stand-in master and the vassal file that describes it (tests/unit/conftest.py)."""
+    return uwsgi_vassal
 
 
 def reload(vassal: dict, *arguments: str) -> dict:
