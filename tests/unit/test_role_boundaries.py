@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES_DIR = ROOT / "roles"
@@ -72,3 +73,12 @@ def test_the_check_finds_a_foreign_read() -> None:
     assert jinja_names('x: "{{ app_user | default(gunicorn_app_name) }}"') == {"app_user", "gunicorn_app_name"}
     assert jinja_names("x: \"{{ 'app_user' }}\"") == set()
     assert "app_release_facts" in jinja_names("{{ app_release_facts.name }}")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_min_ansible_version_is_the_collections(role: str) -> None:
+    requires = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text(encoding="utf-8"))["requires_ansible"]
+    lowest = re.fullmatch(r">=\s*([0-9.]+)", requires.split(",")[0].strip()).group(1)
+    meta = yaml.safe_load((ROLES_DIR / role / "meta" / "main.yml").read_text(encoding="utf-8"))
+    declared = str(meta["galaxy_info"]["min_ansible_version"])
+    assert lowest.split(".")[:2] == declared.split(".")[:2], f"{role}: {declared}, meta/runtime.yml: {requires}"
