@@ -7,13 +7,21 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: app_release
-short_description: Read the releases of a pyweb.stack app, or prune the old ones
+short_description: Read, activate, fail, roll back or prune the releases of a pyweb.stack app
 version_added: 0.2.0
 description:
   - Works on the release layout of M(pyweb.stack.app) under O(base) (C(releases/<UTC timestamp>), the C(current)
     symlink, C(venvs/)), through the same release store as C(<base>/bin/app-release) and the push hook.
   - With O(state=status), reads which release is current, which one a rollback would go to, and the state of
     every release (V(building), V(ready), V(current), V(failed), V(rolled_back)). Nothing changes.
+  - With O(state=current), makes O(release) current (activate, or go back to it in a rollback) with a new symlink
+    renamed over C(current), so C(current) is never missing or half-written. Only a good or rolled-back release can
+    become current.
+  - With O(state=failed), marks a built release failed with O(reason) (a failed canary, reload, probe or hook);
+    when it is current, C(current) goes back to the previous good release (or is removed without one), so a failed
+    release never stays current.
+  - With O(state=rolled_back), marks the good release a rollback left, so that the next rollback goes further back and
+    prune removes it first.
   - With O(state=pruned), removes failed and rolled-back releases, builds abandoned longer than O(grace) ago and
     the good releases beyond O(keep), and virtualenvs no remaining release links to (once older than O(grace)).
     It never removes the current release, the rollback target, or a build younger than O(grace).
@@ -29,10 +37,22 @@ options:
   state:
     description:
       - V(status) only reads the releases.
+      - V(current) makes O(release) current.
+      - V(failed) marks O(release) failed with O(reason).
+      - V(rolled_back) marks O(release) as the one a rollback left.
       - V(pruned) makes sure nothing prunable is left.
     type: str
-    choices: [status, pruned]
+    choices: [status, current, failed, rolled_back, pruned]
     default: status
+  release:
+    description:
+      - The release (its directory name under C(releases/)); required with O(state=current), O(state=failed) and
+        O(state=rolled_back).
+    type: str
+  reason:
+    description: With O(state=failed), why the release failed (kept in its C(.failed) file, shown by status).
+    type: str
+    default: failed
   keep:
     description:
       - With O(state=pruned), how many good releases survive. The current release and the rollback target count
@@ -48,13 +68,16 @@ options:
 attributes:
   check_mode:
     support: full
-    description: In check mode O(state=pruned) reports what it would remove and removes nothing.
+    description: In check mode every state reports what it would change (a swap is checked as a real one would be)
+      and changes nothing.
   diff_mode:
     support: full
-    description: O(state=pruned) shows the releases and virtualenvs before and after.
+    description: O(state=current) and O(state=failed) show C(current) before and after; O(state=pruned) the
+      releases and virtualenvs before and after.
   idempotent:
     support: full
-    description: A second O(state=pruned) run with the same options finds nothing to remove.
+    description: A second run with the same options changes nothing (current already points at the release, the
+      release is already failed or marked rolled back, nothing is left to prune).
   platform:
     support: full
     platforms: posix
@@ -74,6 +97,33 @@ EXAMPLES = r"""
 - name: Say what a rollback would go to
   ansible.builtin.debug:
     msg: "current {{ shop.release.current }}, rollback target {{ shop.release.previous_good | default('none') }}"
+
+- name: Make the checked release current (the swap a deploy makes)
+  pyweb.stack.app_release:
+    base: /srv/shop
+    state: current
+    release: 20240131T235959Z
+  register: swap
+
+- name: Mark a release whose live probe failed, so it never becomes current again
+  pyweb.stack.app_release:
+    base: /srv/shop
+    state: failed
+    release: 20240131T235959Z
+    reason: "the live probe answered HTTP 500"
+
+- name: Roll back to the previous good release and mark the one left
+  block:
+    - name: Make the rollback target current
+      pyweb.stack.app_release:
+        base: /srv/shop
+        state: current
+        release: "{{ shop.release.previous_good }}"
+    - name: Mark the release rolled back from
+      pyweb.stack.app_release:
+        base: /srv/shop
+        state: rolled_back
+        release: "{{ shop.release.current }}"
 
 - name: Prune old releases, keeping five good ones
   pyweb.stack.app_release:
@@ -146,6 +196,17 @@ release:
           type: str
           returned: when failed
           sample: "Start a canary server from the new release and probe its health: HTTP 500"
+previous:
+  description: With O(state=current), the release C(current) pointed at before (V(null) when there was none).
+  returned: when O(state=current)
+  type: str
+  sample: 20240130T101500Z
+current:
+  description: With O(state=current) and O(state=failed), the release C(current) points at afterwards (in check
+    mode, would point at).
+  returned: when O(state=current) or O(state=failed)
+  type: str
+  sample: 20240131T235959Z
 removed:
   description: The releases removed (in check mode, those that would be).
   returned: when O(state=pruned)
@@ -176,7 +237,16 @@ import os  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.pyweb.stack.plugins.module_utils._release import ReleaseStore, engine_state  # noqa: E402
+from ansible_collections.pyweb.stack.plugins.module_utils._release import (  # noqa: E402
+    FAILED,
+    GOOD,
+    INCOMPLETE,
+    ReleaseError,
+    ReleaseStore,
+    engine_state,
+    previous_good,
+    release_status,
+)
 
 
 def release_facts(store: ReleaseStore) -> dict[str, Any]:
@@ -204,19 +274,67 @@ def tree_view(releases: list[str], venvs: list[str]) -> str:
     return "".join(f"releases/{name}\n" for name in releases) + "".join(f"venvs/{name}\n" for name in venvs)
 
 
+def current_diff(before: str | None, after: str | None) -> dict[str, str]:
+    return {"before": f"current -> {before or '(none)'}\n", "after": f"current -> {after or '(none)'}\n"}
+
+
+def change_release(module: AnsibleModule, store: ReleaseStore) -> dict[str, Any]:
+    """states current, failed and rolled_back: one release, checked in check mode exactly as a real run would."""
+    params = module.params
+    name = params["release"]
+    before = store.current()
+    status = release_status(store.path(name)) if store.path(name).is_dir() else None
+    if status is None and not module.check_mode:
+        module.fail_json(msg=f"release {name} does not exist under {store.releases_dir}", changed=False)
+    try:
+        if module.check_mode and status in (None, INCOMPLETE) and params["state"] != "rolled_back":
+            # Check mode predicted the build without making it: the release a real run would have made.
+            after = name if params["state"] == "current" else before
+            result = {"changed": True, "release": name, "previous": before, "current": after}
+        elif params["state"] == "current":
+            result = store.swap(name, dry_run=module.check_mode)
+        elif params["state"] == "failed":
+            already = status == FAILED and before != name
+            if already or module.check_mode:
+                after = previous_good(store.releases(), name) if before == name else before
+                result = {"changed": not already, "release": name, "reason": params["reason"], "current": after}
+            else:
+                result = store.fail(name, params["reason"])
+        elif module.check_mode:
+            result = {"changed": status == GOOD, "release": name}
+        else:
+            result = store.mark_rolled_back(name)
+    except ReleaseError as exc:
+        module.fail_json(msg=exc.msg, **exc.result)
+    result.pop("release", None)  # the name given; "release" in the result is the release facts
+    if module._diff and params["state"] in ("current", "failed"):
+        result["diff"] = current_diff(before, result.get("current"))
+    return result
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "base": {"type": "path", "required": True},
-            "state": {"type": "str", "choices": ["status", "pruned"], "default": "status"},
+            "state": {
+                "type": "str",
+                "choices": ["status", "current", "failed", "rolled_back", "pruned"],
+                "default": "status",
+            },
+            "release": {"type": "str"},
+            "reason": {"type": "str", "default": "failed"},
             "keep": {"type": "int", "default": 3},
             "grace": {"type": "float", "default": 3600.0},
         },
+        required_if=[("state", state, ["release"]) for state in ("current", "failed", "rolled_back")],
         supports_check_mode=True,
     )
     store = ReleaseStore(module.params["base"])
     if module.params["state"] == "status":
         module.exit_json(changed=False, release=release_facts(store))
+    if module.params["state"] != "pruned":
+        result = change_release(module, store)
+        module.exit_json(**result, release=release_facts(store))
 
     if module.params["keep"] < 0 or module.params["grace"] < 0:
         module.fail_json(msg="keep and grace must not be negative (keep counts releases, grace seconds)")

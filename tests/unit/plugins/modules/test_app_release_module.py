@@ -113,3 +113,56 @@ def test_pruned_refuses_negative_numbers(base: Path, capsys: pytest.CaptureFixtu
     assert result["failed"] is True
     assert "must not be negative" in result["msg"]
     assert trees.names(base) == [R1, R2, R3, R4, R5]
+
+
+def current_of(base: Path) -> str:
+    return (base / "current").resolve().name
+
+
+def test_current_swaps_to_a_good_release_and_check_mode_only_predicts(base, capsys) -> None:
+    predicted = run_module(capsys, check_mode=True, base=str(base), state="current", release=R3)
+    assert (predicted["changed"], predicted["previous"], predicted["current"]) == (True, R4, R3)
+    assert predicted["diff"] == {"before": f"current -> {R4}\n", "after": f"current -> {R3}\n"}
+    assert current_of(base) == R4
+    swapped = run_module(capsys, base=str(base), state="current", release=R3)
+    assert (swapped["changed"], swapped["previous"], swapped["release"]["current"]) == (True, R4, R3)
+    assert current_of(base) == R3
+    again = run_module(capsys, base=str(base), state="current", release=R3)
+    assert again["changed"] is False
+
+
+@pytest.mark.parametrize("release", [R2, R5])
+def test_current_refuses_a_failed_or_unfinished_release_and_keeps_current(base, capsys, release) -> None:
+    refused = run_module(capsys, base=str(base), state="current", release=release)
+    assert refused["failed"] is True
+    assert "not good" in refused["msg"]
+    assert current_of(base) == R4
+
+
+def test_check_mode_predicts_the_swap_to_a_release_it_did_not_build(base, capsys) -> None:
+    # A check run predicts the build without making it: there is no release directory to check.
+    predicted = run_module(capsys, check_mode=True, base=str(base), state="current", release="20991231T235959Z")
+    assert (predicted["changed"], predicted["current"]) == (True, "20991231T235959Z")
+    missing = run_module(capsys, base=str(base), state="current", release="20991231T235959Z")
+    assert missing["failed"] is True
+
+
+def test_failed_current_release_gives_current_back_to_the_previous_good_one(base, capsys) -> None:
+    predicted = run_module(capsys, check_mode=True, base=str(base), state="failed", release=R4, reason="probe: 500")
+    assert (predicted["changed"], predicted["current"]) == (True, R3)
+    assert current_of(base) == R4
+    failed = run_module(capsys, base=str(base), state="failed", release=R4, reason="probe: 500")
+    assert (failed["changed"], failed["current"]) == (True, R3)
+    assert current_of(base) == R3
+    assert (base / "releases" / R4 / ".failed").read_text(encoding="utf-8") == "probe: 500\n"
+    assert run_module(capsys, base=str(base), state="failed", release=R4, reason="probe: 500")["changed"] is False
+
+
+def test_rolled_back_marks_a_good_release_once(base, capsys) -> None:
+    assert run_module(capsys, check_mode=True, base=str(base), state="rolled_back", release=R4)["changed"] is True
+    assert not (base / "releases" / R4 / ".rolled-back").exists()
+    marked = run_module(capsys, base=str(base), state="rolled_back", release=R4)
+    assert marked["changed"] is True
+    assert marked["release"]["rolled_back"] == [R4]
+    assert run_module(capsys, base=str(base), state="rolled_back", release=R4)["changed"] is False
+    assert run_module(capsys, base=str(base), state="rolled_back", release=R2)["changed"] is False
