@@ -169,11 +169,13 @@ def reload_gunicorn(
 
     running_venv, switches = read_marker(venv_marker)
     result["running_venv"] = running_venv
-    result["running_release"] = sorted({cwd_of(pid, run) or "?" for pid in children(master)})
     deadline = time.monotonic() + timeout
     action = plan(running_venv, switches, wanted_venv, force_restart=force_restart, wait_only=wait_only)
     if check_mode:
-        return True, dict(result, action="none" if action == "wait" else action)
+        # Where the workers run now, for the diff; a real reload waits for them in the release instead (each read
+        # may start a process as the app user, so it is not done on every reload).
+        running = sorted({cwd_of(pid, run) or "?" for pid in children(master)})
+        return True, dict(result, running_release=running, action="none" if action == "wait" else action)
     old_master, old_workers, venv, failure = None, set(), None, None
     if action == "restart":
         result["action"] = "restart"
@@ -308,9 +310,9 @@ def reload_uwsgi(
     reloads = 2 if environment else 1
     result: dict[str, Any] = {"action": action, "master": master, "release": release, "venv": venv}
     result["running_venv"] = loaded_venv or None
-    result["running_release"] = sorted({cwd_of(pid, run) or "?" for pid in uwsgi_workers(master)})
     if check_mode:
-        return True, result
+        # Where the workers run now, for the diff (not read on a real reload, which waits for them in the release).
+        return True, dict(result, running_release=sorted({cwd_of(pid, run) or "?" for pid in uwsgi_workers(master)}))
     deadline = time.monotonic() + timeout
     workers: list[int] = []
     for _reload in range(reloads):

@@ -192,6 +192,7 @@ def reload(module: AnsibleModule) -> tuple[bool, dict]:
         return module.run_command(argv)
 
     timeout = {} if params["timeout"] is None else {"timeout": params["timeout"]}
+    config_dir = {"config_dir": params["config_dir"]} if params["config_dir"] else {}
     if params["server"] == "gunicorn":
         return reload_gunicorn(
             params["pidfile"],
@@ -206,7 +207,6 @@ def reload(module: AnsibleModule) -> tuple[bool, dict]:
             **timeout,
         )
     if params["server"] == "uwsgi":
-        config_dir = {"config_dir": params["config_dir"]} if params["config_dir"] else {}
         return reload_uwsgi(
             params["app"],
             run,
@@ -216,7 +216,6 @@ def reload(module: AnsibleModule) -> tuple[bool, dict]:
             **config_dir,
             **timeout,
         )
-    config_dir = {"config_dir": params["config_dir"]} if params["config_dir"] else {}
     return roll_daphne(params["app"], run, missing_ok=True, check_mode=module.check_mode, **config_dir, **timeout)
 
 
