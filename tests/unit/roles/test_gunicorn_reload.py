@@ -589,7 +589,7 @@ ENVIRONMENT_MODULE = SCRIPT.parent / "gunicorn_environment.py"
 TEMPLATE = SCRIPT.parents[1] / "templates" / "gunicorn.conf.py.j2"
 
 
-def role_config(site: Site, *, timeout: int = 30) -> str:
+def role_config(site: Site, *, timeout: int = 30, tcp_bind: str = "") -> str:
     """roles/gunicorn/templates/gunicorn.conf.py.j2 itself, rendered for the site: the module loaded once per
     program image, the hooks that re-execute the master in place and retire the old workers. sync workers, the
     socket handed to the test user's own group."""
@@ -616,7 +616,8 @@ def role_config(site: Site, *, timeout: int = 30) -> str:
         gunicorn_max_requests_jitter=0,
         gunicorn_reload=False,
         gunicorn_dev_mode=False,
-        gunicorn_forwarded_allow_ips="127.0.0.1",
+        _gunicorn_forwarded_allow_ips="127.0.0.1",
+        _gunicorn_tcp_bind=tcp_bind,
         gunicorn_log_level="info",
         gunicorn_log_dir=str(site.run),
         gunicorn_access_log_enabled=False,
@@ -628,14 +629,14 @@ def role_config(site: Site, *, timeout: int = 30) -> str:
 
 
 def start_role_gunicorn(
-    site: Site, venv: Path, *, env: dict[str, str] | None = None, timeout: int = 30
+    site: Site, venv: Path, *, env: dict[str, str] | None = None, timeout: int = 30, tcp_bind: str = ""
 ) -> RealGunicorn:
     """A real gunicorn master from venv (r1's .venv) with the role's config, the way bin/app-env starts it (the
     script through <base>/current); waits for its two workers."""
     (site.release("r1") / ".venv").unlink()
     os.symlink(str(venv), str(site.release("r1") / ".venv"))
     config = site.run / "gunicorn.conf.py"
-    config.write_text(role_config(site, timeout=timeout), encoding="utf-8")
+    config.write_text(role_config(site, timeout=timeout, tcp_bind=tcp_bind), encoding="utf-8")
     real = RealGunicorn(site=site, venv=site.current / ".venv", config=config, socket=site.run / "gunicorn.sock")
     subprocess.run(real.command(), check=True, timeout=30, env=env, cwd=site.current)
     wait_for(lambda: master_pid(site) is not None and len(children(master_pid(site) or 0)) == 2, timeout=20)
@@ -930,3 +931,50 @@ def test_a_new_venv_without_gunicorn_keeps_the_master_and_fails_with_a_reason(ve
     assert result["master"] == master
     assert result["running_venv"] == result["master_venv"] == str(venv_site.old_venv)
     assert "has no" in (site.run / "gunicorn-error.log").read_text()
+
+
+# ------------------------------------------------------------------ the TCP listener for web hosts elsewhere
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_role_gunicorn_or_show_its_log(site: Site, venv: Path, **options) -> RealGunicorn:
+    try:
+        return start_role_gunicorn(site, venv, **options)
+    except AssertionError as error:
+        log = site.run / "gunicorn-error.log"
+        raise AssertionError(log.read_text() if log.exists() else "gunicorn wrote no log") from error
+
+
+def test_role_config_with_a_tcp_bind_serves_both_listeners(site: Site, gunicorn_venv: Path) -> None:
+    """With web hosts on other machines the role's config adds address:port to the unix socket: the master holds
+    both listeners (its when_ready hook still hands the socket file to the web server's group)."""
+    (site.release("r1") / "app.py").write_text(ENV_APP, encoding="utf-8")
+    port = free_port()
+    real = start_role_gunicorn_or_show_its_log(
+        site, gunicorn_venv, env={**os.environ, "PYWEB_SECRET": "tcp"}, tcp_bind=f"127.0.0.1:{port}"
+    )
+    try:
+        assert real.get() == "tcp"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+        assert data.startswith(b"HTTP/1."), data[:200]
+        assert data.endswith(b"\r\n\r\ntcp"), data[:200]
+    finally:
+        pid = master_pid(site)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=20)
+
+
+def test_role_config_without_web_hosts_elsewhere_has_no_tcp_listener(site: Site) -> None:
+    config = role_config(site)
+    assert f'bind = ["unix:{site.run / "gunicorn.sock"}"]' in config
+    assert "127.0.0.1:" not in config
