@@ -1,7 +1,8 @@
 # Copyright: (c) 2026, pyweb.stack maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that turn the inventory into addresses and nginx upstreams (documented in host_addresses.yml and
-app_upstream_servers.yml next to this file); the logic lives in module_utils/_topology.py."""
+"""Filters that turn the inventory into addresses, nginx upstreams and the redis URL (documented in
+host_addresses.yml, app_upstream_servers.yml and redis_url.yml next to this file); the logic lives in
+module_utils/_topology.py."""
 
 from __future__ import annotations
 
@@ -35,12 +36,20 @@ def app_upstream_servers(app_hosts, hostvars, web_host, server="gunicorn", param
             list(app_hosts),
             facts_of,
             server,
-            _topology.DEFAULT_SERVER_PARAMETERS if parameters is None else parameters,
+            parameters,
         )
+    except _topology.TopologyError as error:
+        raise AnsibleFilterError(str(error)) from error
+
+
+def redis_url(redis_hosts, hostvars, client):
+    """The redis URL (no database number) through which client reaches the first host of redis_hosts."""
+    try:
+        return _topology.redis_url(client, list(redis_hosts), _variables_of(hostvars))
     except _topology.TopologyError as error:
         raise AnsibleFilterError(str(error)) from error
 
 
 class FilterModule:
     def filters(self):
-        return {"host_addresses": host_addresses, "app_upstream_servers": app_upstream_servers}
+        return {"host_addresses": host_addresses, "app_upstream_servers": app_upstream_servers, "redis_url": redis_url}

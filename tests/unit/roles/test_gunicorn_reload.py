@@ -617,7 +617,7 @@ def role_config(site: Site, *, timeout: int = 30, tcp_bind: str = "") -> str:
         gunicorn_reload=False,
         gunicorn_dev_mode=False,
         _gunicorn_forwarded_allow_ips="127.0.0.1",
-        _gunicorn_tcp_bind=tcp_bind,
+        _gunicorn_private_bind=tcp_bind,
         gunicorn_log_level="info",
         gunicorn_log_dir=str(site.run),
         gunicorn_access_log_enabled=False,

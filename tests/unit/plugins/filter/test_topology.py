@@ -7,10 +7,15 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.pyweb.stack.plugins.filter import topology as filters
 from ansible_collections.pyweb.stack.plugins.module_utils import _topology
 
+
+def gunicorn_facts(remote: list[str]) -> dict:
+    return {"upstream": {"local": ["unix:/run/app/gunicorn.sock"], "remote": remote, "ports": [8000] if remote else []}}
+
+
 FACTS = {
-    "web1": {"health_socket": "/run/app/gunicorn.sock", "tcp_address": "10.0.0.10:8000"},
-    "app1": {"health_socket": "/run/app/gunicorn.sock", "tcp_address": "10.0.0.11:8000"},
-    "app2": {"health_socket": "/run/app/gunicorn.sock", "tcp_address": "[fd00::12]:8000"},
+    "web1": gunicorn_facts(["10.0.0.10:8000"]),
+    "app1": gunicorn_facts(["10.0.0.11:8000"]),
+    "app2": gunicorn_facts(["[fd00::12]:8000"]),
 }
 
 HOSTVARS = {
@@ -60,9 +65,10 @@ def test_an_app_host_without_facts_in_this_run_is_named() -> None:
 
 
 def test_an_app_host_on_its_socket_only_is_refused_for_a_web_host_elsewhere() -> None:
-    hostvars = {**HOSTVARS, "app1": {"gunicorn_server_facts": {**FACTS["app1"], "tcp_address": ""}}}
+    hostvars = {**HOSTVARS, "app1": {"gunicorn_server_facts": gunicorn_facts([])}}
     with pytest.raises(
-        AnsibleFilterError, match=r"app host app1 listens on its unix socket only.*gunicorn_tcp_address"
+        AnsibleFilterError,
+        match=r"app host app1 listens on this machine only.*gunicorn_web_clients and gunicorn_private_address",
     ):
         filters.app_upstream_servers(["app1"], hostvars, "web1")
 
@@ -73,9 +79,54 @@ def test_no_app_host_at_all_is_refused() -> None:
 
 
 def test_the_servers_of_another_server_role_are_read_from_its_facts() -> None:
-    hostvars = {"app1": {"uwsgi_server_facts": {"health_socket": "/run/d/uwsgi.sock", "tcp_address": "10.0.0.11:3031"}}}
+    hostvars = {
+        "app1": {
+            "uwsgi_server_facts": {"upstream": {"local": ["unix:/run/uwsgi/a.sock"], "remote": ["10.0.0.11:3031"]}}
+        }
+    }
     assert filters.app_upstream_servers(["app1"], hostvars, "web1", "uwsgi", "") == ["10.0.0.11:3031"]
 
 
+def test_parameters_a_server_publishes_go_on_every_entry_of_it() -> None:
+    """daphne's instances hide for a moment in a rolling restart: max_fails=0 on the socket and on the network."""
+    daphne = {"upstream": {"local": ["unix:/run/d/1.sock", "unix:/run/d/2.sock"], "parameters": "max_fails=0"}}
+    remote = {"upstream": {"local": ["10.0.0.12:8101"], "remote": ["10.0.0.12:8101"], "parameters": "max_fails=0"}}
+    hostvars = {"web1": {"daphne_server_facts": daphne}, "app2": {"daphne_server_facts": remote}}
+    assert filters.app_upstream_servers(["web1", "app2"], hostvars, "web1", "daphne") == [
+        "unix:/run/d/1.sock max_fails=0",
+        "unix:/run/d/2.sock max_fails=0",
+        "10.0.0.12:8101 max_fails=0",
+    ]
+
+
 def test_the_filter_module_offers_both_filters() -> None:
-    assert set(filters.FilterModule().filters()) == {"host_addresses", "app_upstream_servers"}
+    assert set(filters.FilterModule().filters()) == {"host_addresses", "app_upstream_servers", "redis_url"}
+
+
+REDIS_HOSTVARS = {
+    "cache1": {"ansible_host": "10.0.0.13", "redis_requirepass": "a/long secret:with@signs", "redis_port": 6380},
+    "open1": {"ansible_host": "10.0.0.14"},
+    "v6": {"pyweb_private_address": "fd00::15", "redis_requirepass": "0123456789abcdef"},
+}
+
+
+def test_a_client_on_another_machine_gets_the_private_address_and_the_encoded_password() -> None:
+    assert (
+        filters.redis_url(["cache1"], REDIS_HOSTVARS, "app1")
+        == "redis://:a%2Flong%20secret%3Awith%40signs@10.0.0.13:6380"
+    )
+    assert filters.redis_url(["v6"], REDIS_HOSTVARS, "app1") == "redis://:0123456789abcdef@[fd00::15]:6379"
+
+
+def test_the_redis_host_itself_connects_over_loopback() -> None:
+    assert filters.redis_url(["open1"], REDIS_HOSTVARS, "open1") == "redis://127.0.0.1:6379"
+    assert filters.redis_url(["cache1"], REDIS_HOSTVARS, "cache1").endswith("@127.0.0.1:6380")
+
+
+def test_a_redis_host_elsewhere_without_a_password_is_refused() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"app1 reaches redis on open1.*set redis_requirepass"):
+        filters.redis_url(["open1"], REDIS_HOSTVARS, "app1")
+
+
+def test_no_redis_host_is_an_empty_url() -> None:
+    assert filters.redis_url([], REDIS_HOSTVARS, "app1") == ""
