@@ -4,8 +4,8 @@ new SPA build reach browsers at once, JSON errors under the API, and a relative 
 
 Some checks need a location type the example lacks (websocket, uwsgi, a fingerprinted alias) or a plain-HTTP site:
 the `wider_site` fixture applies the example's site with those added (--tags nginx), and puts the example's
-settings back afterwards. The deploy check ships a copy of the example with a changed index.html of the same length
-(--tags deploy), then the example again.
+settings back afterwards. The same-length index change rides on side_effect's second deploy, which records what a
+browser holding the old page got.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import functools
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,32 +190,20 @@ def test_a_missing_file_is_a_404_not_the_index(address, path: str) -> None:
     assert "immutable" not in headers.get("cache-control", ""), "a 404 must not be cached for good"
 
 
-def test_a_same_length_change_of_the_index_reaches_browsers_that_hold_the_old_one(address) -> None:
-    """A deploy whose index.html changed but kept its length: a browser revalidating gets the new one, not a 304."""
-    _, before, old_body = request(address, "/index.html")
-    assert request(address, "/index.html", headers={"If-None-Match": before["etag"]})[0] == 304
-    new_body = old_body.replace(b"pyweb.stack example", b"PYWEB.STACK EXAMPLE")
-    assert len(new_body) == len(old_body)
-    assert new_body != old_body
-    with tempfile.TemporaryDirectory(prefix="pyweb-serving-") as workdir:
-        source = Path(workdir) / "flask_spa"
-        shutil.copytree(EXAMPLE, source, symlinks=True)
-        (source / "spa" / "dist" / "index.html").write_bytes(new_body)
-        deployed = playbook("--tags", "deploy", "--extra-vars", json.dumps({"app_source_dir": str(source)}))
-        assert deployed.returncode == 0, deployed.stdout[-3000:]
-    try:
-        status, after, body = request(
-            address,
-            "/index.html",
-            headers={"If-None-Match": before["etag"], "If-Modified-Since": before["last-modified"]},
-        )
-        assert status == 200, f"revalidated as {status}: ETag {before['etag']} -> {after.get('etag')}"
-        assert body == new_body
-        assert after["etag"] != before["etag"]
-    finally:
-        restored = playbook("--tags", "deploy")
-        assert restored.returncode == 0, restored.stdout[-3000:]
-    assert request(address, "/index.html")[2] == old_body
+def test_a_same_length_change_of_the_index_reaches_browsers_that_hold_the_old_one(host) -> None:
+    """side_effect's second deploy changed index.html but kept its length: a browser revalidating with the old
+    page's validators gets the new page, not a 304; the rollback brings the old page back."""
+    record = json.loads(host.file("/root/pyweb-app-side-effect.json").content_string)
+    before, revalidated = record["index_before"]["first"], record["index_before"]["revalidated"]
+    after, back = record["index_after_v2"], record["index_after_rollback"]
+    assert before["status"] == 200
+    assert not before["changed_marker"]
+    assert revalidated["status"] == 304, "the old page did not revalidate before the deploy: the check proves nothing"
+    assert after["status"] == 200, f"revalidated as {after['status']}: ETag {before['etag']} -> {after['etag']}"
+    assert after["changed_marker"]
+    assert after["length"] == before["length"]
+    assert after["etag"] != before["etag"]
+    assert back["sha256"] == before["sha256"]
 
 
 # --- JSON errors under the API
