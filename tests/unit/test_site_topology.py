@@ -37,6 +37,12 @@ PLAY = """
         tasks_from: publish.yml
       loop: "{{{{ _pyweb_site_roles | intersect(['gunicorn', 'uwsgi', 'daphne']) }}}}"
 
+    - name: Check the push-to-deploy settings, after the servers published theirs as in the site's preflight play
+      ansible.builtin.include_role:
+        name: pyweb.stack.git_deploy
+        tasks_from: preflight.yml
+      when: "'git_deploy' in _pyweb_site_roles"
+
     - name: Check the redis settings, as the site's preflight play does
       ansible.builtin.include_role:
         name: pyweb.stack.redis
@@ -206,6 +212,32 @@ def test_an_app_host_apart_on_a_wildcard_or_loopback_address_is_refused(
     assert found, message[-3000:]
     assert f'{found[1]}_private_address is "{address}"' in message
     assert "app1" not in got
+
+
+def test_push_to_deploy_on_two_app_hosts_is_refused_naming_the_playbook(tmp_path: Path) -> None:
+    push = {
+        "pyweb_git_deploy_enabled": True,
+        "git_deploy_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE test"],
+    }
+    result, got = run_site_wiring(
+        tmp_path,
+        {"pyweb_web": {"web1": {}}, "pyweb_app": {"app1": push, "app2": {"ansible_host": "10.0.0.12", **push}}},
+    )
+    assert result.returncode != 0
+    message = " ".join(result.stdout.split())
+    assert "Push-to-deploy updates only the host the push reaches (app1), but pyweb_app also holds app2" in message
+    assert "ansible-playbook site.yml --tags deploy" in message
+    assert "app1" not in got
+
+
+def test_push_to_deploy_on_one_app_host_passes_its_check(tmp_path: Path) -> None:
+    push = {
+        "pyweb_git_deploy_enabled": True,
+        "git_deploy_authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE test"],
+    }
+    result, got = run_site_wiring(tmp_path, {"pyweb_web": {"one": push}, "pyweb_app": {"one": push}})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "one" in got
 
 
 SECRET = "redis-secret/of-the-test"  # at least 16 characters; the / must reach the URL encoded
