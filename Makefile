@@ -23,14 +23,15 @@ SANITY_TARGET_PYTHONS := 3.9 3.10 3.11 3.13 3.14
 # Scenarios run on Debian 12; those whose roles take another code path on Debian 13 also run there: oracle_client
 # (libaio1t64 and its library name). nginx's `http2` directive (1.25.1+) is one template branch, not worth a second
 # full run in the CI budget: `make molecule MOLECULE_SCENARIOS=nginx MOLECULE_SCENARIOS_TRIXIE=nginx` runs it.
-# The longest come first (measured in one `make test`, app with flask_spa the longest): `make molecule` runs them
-# in MOLECULE_LANES parallel lanes, each taking the next scenario in order.
-MOLECULE_SCENARIOS ?= app django_channels gunicorn_systemd oracle_client python_build celery nginx \
-	supervisor capabilities firewalld flask_spa
+# The longest come first (measured in one `make test`): `make molecule` runs them in MOLECULE_LANES parallel
+# lanes, each taking the next scenario in order.
+MOLECULE_SCENARIOS ?= flask_spa django_channels gunicorn_systemd app oracle_client python_build celery nginx \
+	supervisor capabilities firewalld
 MOLECULE_SCENARIOS_TRIXIE ?= oracle_client
 MOLECULE_LANES ?= 3
-# Scenarios that share controller-side state (the flaskapp wheelhouse) run one after the other in one lane.
-MOLECULE_TOGETHER ?= app+flask_spa
+# Scenarios that share controller-side state run one after the other in one lane (none today: app and flask_spa
+# deploy the same app, each from a wheelhouse cache of its own).
+MOLECULE_TOGETHER ?=
 TEST_DISTROS := bookworm $(if $(strip $(MOLECULE_SCENARIOS_TRIXIE)),trixie)
 
 export PATH := $(BIN):$(PATH)
