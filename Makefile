@@ -25,12 +25,12 @@ SANITY_TARGET_PYTHONS := 3.9 3.10 3.11 3.13 3.14
 # full run in the CI budget: `make molecule MOLECULE_SCENARIOS=nginx MOLECULE_SCENARIOS_TRIXIE=nginx` runs it.
 # The longest come first (measured in one `make test`): `make molecule` runs them in MOLECULE_LANES parallel
 # lanes, each taking the next scenario in order.
-MOLECULE_SCENARIOS ?= flask_spa django_channels gunicorn_systemd app oracle_client python_build celery nginx \
+MOLECULE_SCENARIOS ?= flask_spa django_channels cluster gunicorn_systemd app oracle_client python_build celery nginx \
 	supervisor capabilities firewalld
 MOLECULE_SCENARIOS_TRIXIE ?= oracle_client
 MOLECULE_LANES ?= 3
-# Scenarios that share controller-side state run one after the other in one lane (none today: app and flask_spa
-# deploy the same app, each from a wheelhouse cache of its own).
+# Scenarios that share controller-side state run one after the other in one lane (none today: app, flask_spa
+# and cluster deploy the same app, each from a wheelhouse cache of its own).
 MOLECULE_TOGETHER ?=
 TEST_DISTROS := bookworm $(if $(strip $(MOLECULE_SCENARIOS_TRIXIE)),trixie)
 
@@ -70,6 +70,8 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff, shellcheck
 	ruff check .
 	ruff format --check .
 	shellcheck scripts/*.sh images/debian-systemd/*.sh roles/*/files/*.sh .ci/run
+	@# A template with only {{ }} substitutions is shell once they are replaced.
+	sed "s/{{[^}]*}}/x/g" roles/nginx/templates/pyweb-nginx-reload.sh.j2 | shellcheck -s sh -
 
 build: venv ## Build the collection tarball into build/
 	mkdir -p build

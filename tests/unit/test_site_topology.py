@@ -64,6 +64,16 @@ PLAY = """
                'redis_bind': _redis_bind | default(none),
                'web_server': firewalld_web_server, 'peer_ports': firewalld_peer_ports}} | to_json }}}}
       delegate_to: localhost
+
+    - name: Record how a rollout treats this host
+      ansible.builtin.copy:
+        dest: "{out}/{{{{ inventory_hostname }}}}.rollout.json"
+        mode: "0600"
+        content: >-
+          {{{{ {{'swap': app_swap, 'web_hosts': _pyweb_rollout_web_hosts,
+               'drained': _pyweb_rollout_drained_servers if 'pyweb_app' in group_names else none,
+               'checked': _pyweb_rollout_checked_servers if 'pyweb_app' in group_names else none}} | to_json }}}}
+      delegate_to: localhost
 """
 
 
@@ -284,3 +294,50 @@ def test_a_limit_that_leaves_out_the_app_hosts_names_them(tmp_path: Path) -> Non
     assert "app host app1 published no gunicorn_server_facts" in result.stdout
     assert "--limit must keep every host of pyweb_app" in result.stdout
     assert "web1" not in got
+
+
+def test_two_app_hosts_roll_out_drained_from_the_web_host_and_checked_through_their_port(tmp_path: Path) -> None:
+    result, got = run_site_wiring(
+        tmp_path,
+        {
+            "pyweb_web": {"web1": {"ansible_host": "10.0.0.10"}},
+            "pyweb_app": {"app1": {"ansible_host": "10.0.0.11"}, "app2": {"ansible_host": "10.0.0.12"}},
+        },
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    for name, address in (("app1", "10.0.0.11:8000"), ("app2", "10.0.0.12:8000")):
+        assert got[f"{name}.rollout"] == {
+            "swap": "later",
+            "web_hosts": ["web1"],
+            "drained": [address],
+            "checked": [address],
+        }
+
+
+def test_django_hosts_drain_uwsgi_and_every_daphne_instance_but_check_no_uwsgi_port(tmp_path: Path) -> None:
+    result, got = run_site_wiring(
+        tmp_path,
+        {
+            "pyweb_web": {"web1": {"ansible_host": "10.0.0.10"}},
+            "pyweb_app": {"app1": {"ansible_host": "10.0.0.11"}, "app2": {"ansible_host": "10.0.0.12"}},
+        },
+        "-e",
+        json.dumps({"pyweb_app_server": "uwsgi", "pyweb_asgi_server": "daphne", "app_name": "chatapp"}),
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    rollout = got["app1.rollout"]
+    assert rollout["swap"] == "later"
+    assert rollout["drained"][0] == "10.0.0.11:8000"
+    assert len(rollout["drained"]) > 1
+    assert all(server.startswith("10.0.0.11:81") for server in rollout["drained"][1:])
+    assert rollout["checked"] == []
+
+
+def test_one_app_host_swaps_in_place(tmp_path: Path) -> None:
+    result, got = run_site_wiring(
+        tmp_path,
+        {"pyweb_web": {"web1": {"ansible_host": "10.0.0.10"}}, "pyweb_app": {"app1": {"ansible_host": "10.0.0.11"}}},
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert got["app1.rollout"]["swap"] == "now"
+    assert got["web1.rollout"] == {"swap": "now", "web_hosts": [], "drained": None, "checked": None}

@@ -1,6 +1,7 @@
 """What this process runs: the version, the release directory and the virtualenv it loaded (read once, at import)."""
 
 import os
+import socket
 import sys
 
 from django.conf import settings
@@ -12,4 +13,5 @@ VENV = os.path.realpath(sys.prefix)
 
 
 def identity() -> dict:
-    return {"version": VERSION, "release": RELEASE, "venv": VENV, "pid": os.getpid()}
+    # host: which app host answered, when nginx spreads requests over several.
+    return {"version": VERSION, "release": RELEASE, "venv": VENV, "pid": os.getpid(), "host": socket.gethostname()}

@@ -7,6 +7,7 @@ same code runs in each release and in management commands.
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -82,7 +83,8 @@ def create_app() -> Flask:
 
     @app.get("/api/version")
     def version():
-        return jsonify(version=read_version(), release=release_name(), pid=os.getpid())
+        # host: which app host answered, when nginx spreads requests over several.
+        return jsonify(version=read_version(), release=release_name(), pid=os.getpid(), host=socket.gethostname())
 
     @app.get("/api/items")
     def list_items():
