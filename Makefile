@@ -41,7 +41,8 @@ export PYWEB_APT_CACHE ?= $(CURDIR)/.cache/apt
 # The cgroup v2 tree test hosts get as their /sys/fs/cgroup: `unified` on a hybrid v1/v2 host, the root on pure v2.
 export PYWEB_CGROUP_V2_TREE ?= $(shell [ "$$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ] && echo /sys/fs/cgroup/unified || echo /sys/fs/cgroup)
 
-.PHONY: help venv link image build lint sanity units molecule galaxy test check demo demo-destroy bench changelog lock clean
+.PHONY: help venv link image build lint sanity units molecule galaxy test check demo demo-destroy demo-cluster \
+	demo-cluster-destroy bench changelog lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,7 +70,7 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff, shellcheck
 	ansible-lint --profile production
 	ruff check .
 	ruff format --check .
-	shellcheck scripts/*.sh images/debian-systemd/*.sh roles/*/files/*.sh .ci/run
+	shellcheck scripts/*.sh images/debian-systemd/*.sh .ci/run
 	@# A template with only {{ }} substitutions is shell once they are replaced.
 	sed "s/{{[^}]*}}/x/g" roles/nginx/templates/pyweb-nginx-reload.sh.j2 | shellcheck -s sh -
 
@@ -131,6 +132,19 @@ demo: venv ## Start a local test host, deploy the example stack with site.yml, c
 
 demo-destroy: venv ## Remove the demo host
 	PYWEB_TEST_DISTRO=bookworm molecule destroy -s demo
+
+# The cluster scenario's hosts (not while `make test` runs it: the same containers and network).
+demo-cluster: venv ## Start four hosts (web, two app, worker+redis), deploy the example with site.yml over SSH, check each
+	scripts/ensure-docker.sh
+	scripts/build-image.sh bookworm
+	PYWEB_TEST_DISTRO=bookworm molecule create -s cluster
+	PYWEB_TEST_DISTRO=bookworm molecule prepare -s cluster
+	@mkdir -p .cache/cluster && rm -f .cache/cluster/known_hosts
+	ansible-playbook site.yml --inventory examples/flask_spa/inventory/cluster.yml
+	python scripts/demo-cluster-check.py
+
+demo-cluster-destroy: venv ## Remove the four demo hosts
+	PYWEB_TEST_DISTRO=bookworm molecule destroy -s cluster
 
 bench: venv ## Benchmarks; each prints ratios measured in one run
 	python bench/venv_noop.py

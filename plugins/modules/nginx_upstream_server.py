@@ -21,6 +21,8 @@ description:
     the running nginx and the files on disk always agree.
   - nginx's reload lets the old workers finish the requests they have, so draining refuses no request; new requests
     go to the other servers of the upstream.
+  - Runs for several app hosts at once (a batch of a rollout) take turns on an exclusive lock (O(lock_file)), so
+    that no edit of one run is lost in another's.
   - A server that no upstream of the host lists (an app server on the web host itself, reached over its unix
     socket) is not an error; RV(matched) says which were found.
 options:
@@ -51,6 +53,10 @@ options:
     type: list
     elements: str
     default: [/usr/local/sbin/pyweb-nginx-reload]
+  lock_file:
+    description: The file whose C(flock) the runs on one host take in turn, from reading the files to the reload.
+    type: path
+    default: /run/lock/pyweb-nginx-upstream.lock
 attributes:
   check_mode:
     support: full
@@ -95,6 +101,7 @@ files:
   sample: ["/etc/nginx/sites-available/flaskapp.conf"]
 """
 
+import fcntl  # noqa: E402
 import glob  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
@@ -132,9 +139,20 @@ def main():
             "sites_dir": {"type": "path", "default": "/etc/nginx/sites-enabled"},
             "validate_command": {"type": "list", "elements": "str", "default": ["nginx", "-q", "-t"]},
             "reload_command": {"type": "list", "elements": "str", "default": ["/usr/local/sbin/pyweb-nginx-reload"]},
+            "lock_file": {"type": "path", "default": "/run/lock/pyweb-nginx-upstream.lock"},
         },
         supports_check_mode=True,
     )
+    # From reading the files to the reload; exit_json and fail_json end the module through SystemExit.
+    lock = os.open(module.params["lock_file"], os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        apply(module)
+    finally:
+        os.close(lock)
+
+
+def apply(module):
     params = module.params
     down = params["state"] == "drained"
     changes, matched, diffs = {}, [], []

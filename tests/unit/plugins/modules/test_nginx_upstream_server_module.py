@@ -71,7 +71,11 @@ def commands(tmp_path: Path, validate_rc: int = 0, reload_rc: int = 0) -> dict[s
             f'grep -c " down;" {site} | sed "s/^/{name} /" >> {log}; echo "{name} said no" >&2; exit {rc}',
         ]
 
-    return {"validate_command": command("validate", validate_rc), "reload_command": command("reload", reload_rc)}
+    return {
+        "validate_command": command("validate", validate_rc),
+        "reload_command": command("reload", reload_rc),
+        "lock_file": str(tmp_path / "upstream.lock"),
+    }
 
 
 def test_the_text_edit_touches_only_the_named_server_lines_of_upstream_blocks() -> None:
