@@ -25,7 +25,11 @@ SANITY_TARGET_PYTHONS := 3.9 3.10 3.11 3.13 3.14
 # full run in the CI budget: `make molecule MOLECULE_SCENARIOS=nginx MOLECULE_SCENARIOS_TRIXIE=nginx` runs it.
 # The longest come first (measured in one `make test`): `make molecule` runs them in MOLECULE_LANES parallel
 # lanes, each taking the next scenario in order.
-MOLECULE_SCENARIOS ?= flask_spa django_channels cluster gunicorn_systemd app oracle_client python_build celery nginx \
+# cluster (four hosts over SSH, the rolling rollout under load) is not in the list yet: in one `make test` beside two
+# other lanes it took 2459 s (converge 545, idempotence 331, side_effect 1448: the check run and two rolling
+# deploys of four hosts) and pushed the whole run past 70 minutes. `make molecule MOLECULE_SCENARIOS=cluster` runs
+# it until faster site runs and merged scenarios make room.
+MOLECULE_SCENARIOS ?= flask_spa django_channels gunicorn_systemd app oracle_client python_build celery nginx \
 	supervisor capabilities firewalld
 MOLECULE_SCENARIOS_TRIXIE ?= oracle_client
 MOLECULE_LANES ?= 3

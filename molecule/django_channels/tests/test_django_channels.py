@@ -363,7 +363,8 @@ def redeploy(host, address, tmp_path_factory) -> dict:
         venvs.setdefault(answer["version"], set()).add(answer["venv"])
 
     webs = [
-        HttpWatcher(address, "/version/", HOSTNAME, interval=0.02, limit=20000, on_answer=seen)
+        # At least 20 minutes of requests: they must go on past the swap of a deploy that a busy machine slows.
+        HttpWatcher(address, "/version/", HOSTNAME, interval=0.02, limit=60000, on_answer=seen)
         for _ in range(HTTP_CLIENTS)
     ]
     for client in clients:
@@ -371,7 +372,11 @@ def redeploy(host, address, tmp_path_factory) -> dict:
     for web in webs:
         web.start()
     assert wait_for(lambda: all(client.sessions for client in clients), 30), "not every client got connected"
-    deployed = run_converge("--tags", "deploy", "--extra-vars", json.dumps({"app_source_dir": str(source)}))
+    # A new venv with a new dependency: on a CI machine running other scenarios beside this one the deploy has taken
+    # more than 10 minutes, and a run cut off by the timeout leaves its release lock held for the tests after it.
+    deployed = run_converge(
+        "--tags", "deploy", "--extra-vars", json.dumps({"app_source_dir": str(source)}), timeout=1500
+    )
     time.sleep(3)  # the watchers talk to the new code for a while
     for client in clients:
         client.stop.set()
